@@ -1,0 +1,1 @@
+"""Expose: turn the exporter's state into Prometheus exposition and serve it over HTTP."""

@@ -1,0 +1,59 @@
+"""Label values made safe for Prometheus: bounded in length and in how many there are.
+
+pgGit's operation types, branch names and span names are free text written by callers; one
+buggy caller generating names must not turn into a cardinality explosion in Prometheus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+
+OTHER = "__other__"
+
+
+def shorten(value: str, max_length: int) -> str:
+    """Cut an over-long value, keeping a hash of the whole so distinct values stay distinct."""
+    if len(value) <= max_length:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return value[: max_length - 9] + "~" + digest
+
+
+class LabelCap:
+    """Admits at most `max_values` distinct values per label name; the rest become __other__.
+
+    Admitted values are derived from the restored aggregates on restart (see `admit`), so the
+    same value maps to the same series across restarts without a separate state file.
+    """
+
+    def __init__(self, max_values: int, max_length: int,
+                 on_overflow: Callable[[str], None] | None = None):
+        self.max_values = max_values
+        self.max_length = max_length
+        self.on_overflow = on_overflow
+        self._admitted: dict[str, set[str]] = {}
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def admit(self, label: str, values: Iterable[str]) -> None:
+        """Mark values as already exported (from a checkpoint); they never fold."""
+        self._admitted.setdefault(label, set()).update(values)
+
+    def __call__(self, label: str, value: str | None) -> str:
+        if value is None:
+            return ""
+        key = (label, value)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        short = shorten(value, self.max_length)
+        admitted = self._admitted.setdefault(label, set())
+        if short not in admitted:
+            if len(admitted) >= self.max_values:
+                if self.on_overflow is not None:
+                    self.on_overflow(label)
+                return OTHER
+            admitted.add(short)
+        if len(self._cache) < 100_000:
+            self._cache[key] = short
+        return short
