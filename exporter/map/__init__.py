@@ -1,0 +1,1 @@
+"""Map: pgGit rows to observations, one module per pgGit table."""

@@ -1,0 +1,1 @@
+"""Read: incremental, exactly-once reading of pgGit tables inside one snapshot per poll."""
