@@ -7,12 +7,31 @@ read position) and be copied cheaply into an immutable snapshot for each scrape.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 Labels = tuple[str, ...]
 Exemplar = tuple[str, float, float]
+
+
+def thresholds_us(bounds: tuple[float, ...]) -> list[int]:
+    """Integer microsecond thresholds: bucket index = count of thresholds <= duration µs.
+
+    For each bound b this is the smallest integer t with t / 1e6 > b, so integer comparison
+    (in Python's bisect and in SQL's width_bucket alike) puts a duration in exactly the bucket
+    `le=b` would, without float rounding deciding differently in the two places.
+    """
+    out = []
+    for b in bounds:
+        t = math.floor(b * 1e6)
+        while t / 1e6 <= b:
+            t += 1
+        while (t - 1) / 1e6 > b:
+            t -= 1
+        out.append(t)
+    return out
 
 
 class Aggregates:
@@ -40,6 +59,15 @@ class Aggregates:
         cell[-1] += value * count
         if exemplar is not None:
             self.exemplars.setdefault(name, {}).setdefault(labels, {})[i] = exemplar
+
+    def observe_index(self, name: str, labels: Labels, index: int, value: float) -> None:
+        """Observe with the bucket index already known (the hot path for integer durations)."""
+        cells = self.histograms[name]
+        cell = cells.get(labels)
+        if cell is None:
+            cell = cells[labels] = [0] * (len(self.bounds[name]) + 1) + [0.0]
+        cell[index] += 1
+        cell[-1] += value
 
     def add_buckets(self, name: str, labels: Labels, counts: Iterable[int], total: float) -> None:
         """Merge pre-bucketed counts (from an aggregate backfill query) into a cell."""

@@ -1,0 +1,119 @@
+"""The web config file, in the format Prometheus exporters share (exporter-toolkit).
+
+SREs already write these files for node_exporter and postgres_exporter: TLS server settings
+and bcrypt-hashed basic auth users. Reading the same format means no new thing to learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from exporter.config import ConfigError
+
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
+             "max_version"}
+
+
+@dataclass
+class WebConfig:
+    tls: ssl.SSLContext | None = None
+    users: dict[str, bytes] = field(default_factory=dict)
+    _verified: set[bytes] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def authorized(self, user: str, password: str) -> bool:
+        """bcrypt is slow on purpose; remember pairs already verified, as exporter-toolkit does."""
+        hashed = self.users.get(user)
+        if hashed is None:
+            return False
+        key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
+        with self._lock:
+            if key in self._verified:
+                return True
+        if not bcrypt.checkpw(password.encode(), hashed):
+            return False
+        with self._lock:
+            self._verified.add(key)
+        return True
+
+
+def load(path: Path) -> WebConfig:
+    """Parse and check the file; every problem is reported with its key."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"web_config_file: cannot read {str(path)!r}: {exc}"]) from None
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError(["web_config_file: must be a mapping"])
+    for key in sorted(set(data) - {"tls_server_config", "basic_auth_users",
+                                   "http_server_config"}):
+        problems.append(f"web_config_file.{key}: unknown key")
+    cfg = WebConfig()
+    users = data.get("basic_auth_users") or {}
+    if not isinstance(users, dict):
+        problems.append(
+            "web_config_file.basic_auth_users: must be a mapping of user to bcrypt hash")
+        users = {}
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            problems.append(f"web_config_file.basic_auth_users.{user}: must be a bcrypt hash")
+        else:
+            cfg.users[str(user)] = hashed.encode()
+    tls = data.get("tls_server_config")
+    if tls is not None:
+        cfg.tls = _tls(tls, path.parent, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _tls(tls: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
+    key = "web_config_file.tls_server_config"
+    if not isinstance(tls, dict):
+        problems.append(f"{key}: must be a mapping")
+        return None
+    for unknown in sorted(set(tls) - _TLS_KEYS):
+        problems.append(f"{key}.{unknown}: unknown key")
+    cert, private = tls.get("cert_file"), tls.get("key_file")
+    if not cert or not private:
+        problems.append(f"{key}: cert_file and key_file are both required")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _TLS_VERSIONS.get(tls.get("min_version", "TLS12"),
+                                                ssl.TLSVersion.TLSv1_2)
+    try:
+        context.load_cert_chain(base / cert, base / private)
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"{key}.cert_file: cannot load {cert!r} with {private!r}: {exc}")
+        return None
+    auth = tls.get("client_auth_type", "NoClientCert")
+    if auth not in _CLIENT_AUTH:
+        problems.append(f"{key}.client_auth_type: must be one of {', '.join(_CLIENT_AUTH)}")
+        return None
+    context.verify_mode = _CLIENT_AUTH[auth]
+    if tls.get("client_ca_file"):
+        try:
+            context.load_verify_locations(base / tls["client_ca_file"])
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"{key}.client_ca_file: cannot load: {exc}")
+    elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+        problems.append(f"{key}.client_ca_file: required for client_auth_type {auth}")
+    return context

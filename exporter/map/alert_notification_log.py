@@ -1,0 +1,26 @@
+"""alert_notification_log -> deliveries and delivery time by channel and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.map.base import Context, Incremental, Mapping
+
+TOTAL = "pggit_notification_deliveries_total"
+SECONDS = "pggit_notification_delivery_seconds_total"
+
+
+class AlertNotificationLog(Mapping):
+    collector = "alert_notification_log"
+    table = "alert_notification_log"
+    needs = frozenset({"log_id", "webhook_type", "status", "delivery_time_ms", "sent_at"})
+    incremental = Incremental(id_column="log_id",
+                              select="webhook_type, status, delivery_time_ms", time="sent_at")
+    counters = (TOTAL, SECONDS)
+
+    def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
+        _, _, channel, status, ms, _ = row
+        labels = (ctx.cap("channel", channel), ctx.cap("status", status))
+        ctx.agg.inc(TOTAL, labels)
+        if ms is not None and ms >= 0:
+            ctx.agg.inc(SECONDS, labels, ms / 1000)

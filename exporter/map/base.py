@@ -1,0 +1,72 @@
+"""What every table mapping provides, and the context a mapping observes rows into.
+
+A mapping knows one pgGit table: which columns it needs, how to read it incrementally (or
+only as gauges), how one row becomes observations, and how to aggregate the existing rows on
+a first start. The read stage and the poller are the same for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from exporter.aggregates import Aggregates, Labels
+from exporter.labels import LabelCap
+
+Gauges = dict[str, dict[Labels, float]]
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """How to read a table row by row past a read position.
+
+    `select` lists the columns after the id; `final` is a SQL condition for rows that will not
+    change any more (rows updated in place, like a merge still running, wait until it holds);
+    `time` is the column whose newest value measures lag.
+    """
+
+    id_column: str
+    select: str
+    final: str | None = None
+    time: str | None = None
+
+
+class Context:
+    """Everything a mapping needs while observing rows of one poll."""
+
+    def __init__(self, database: str, agg: Aggregates, cap: LabelCap,
+                 branch_name: Callable[[int | None], str], on_invalid: Callable[[str], None]):
+        self.database = database
+        self.agg = agg
+        self.cap = cap
+        self.branch_name = branch_name
+        self.on_invalid = on_invalid
+
+    def branch(self, branch_id: int | None) -> str:
+        return self.cap("branch", self.branch_name(branch_id))
+
+
+class Mapping:
+    """Base class: subclasses set the attributes and override what their table supports."""
+
+    collector: str = ""
+    table: str = ""
+    needs: frozenset[str] = frozenset()
+    incremental: Incremental | None = None
+    counters: tuple[str, ...] = ()
+    aggregate_backfill: bool = False
+
+    def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
+        """One final row (id, final flag, then `incremental.select` columns, then time)."""
+
+    def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
+                 max_id: int) -> None:
+        """Aggregate the final rows with id <= max_id in one query instead of replaying them."""
+
+    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
+        """Current-state series, rebuilt whole so that vanished label sets disappear."""
+        return {}

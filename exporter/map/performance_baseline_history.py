@@ -1,0 +1,39 @@
+"""performance_baseline_history -> baseline changes by direction and the newest change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from exporter.map.base import Context, Gauges, Incremental, Mapping
+
+TOTAL = "pggit_baseline_changes_total"
+
+
+def direction(percent_change: Any) -> str:
+    if percent_change is None or percent_change == 0:
+        return "unchanged"
+    return "degraded" if percent_change > 0 else "improved"
+
+
+class PerformanceBaselineHistory(Mapping):
+    collector = "performance_baseline_history"
+    table = "performance_baseline_history"
+    needs = frozenset({"history_id", "operation_type", "percent_change", "calculated_at"})
+    incremental = Incremental(id_column="history_id", select="operation_type, percent_change",
+                              time="calculated_at")
+    counters = (TOTAL,)
+
+    def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
+        _, _, op, change, _ = row
+        ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op), direction(change)))
+
+    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
+        rows = conn.execute(sql.SQL(
+            """SELECT DISTINCT ON (operation_type) operation_type, percent_change
+               FROM {} WHERE percent_change IS NOT NULL
+               ORDER BY operation_type, calculated_at DESC, history_id DESC""").format(table))
+        return {"pggit_baseline_last_change_ratio": {
+            (ctx.cap("operation_type", op),): float(change) / 100 for op, change in rows}}

@@ -1,0 +1,101 @@
+"""performance_metrics -> operation histograms, error/CPU/row counters and violations.
+
+This is the hot path (one row per pgGit operation), so a row is mapped with integer bucket
+thresholds and cached label tuples, and the first start aggregates the existing rows in SQL
+instead of replaying them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from exporter.aggregates import thresholds_us
+from exporter.map.base import Context, Incremental, Mapping
+from exporter.map.performance_baselines import BaselineHistory
+
+HIST = "pggit_operation_duration_seconds"
+ERRORS = "pggit_operation_errors_total"
+CPU = "pggit_operation_cpu_seconds_total"
+ROWS = "pggit_operation_rows_affected_total"
+VIOLATIONS = "pggit_operation_baseline_violations_total"
+
+
+class PerformanceMetrics(Mapping):
+    collector = "performance_metrics"
+    table = "performance_metrics"
+    needs = frozenset({"metric_id", "operation_type", "branch_id", "duration_microseconds",
+                       "cpu_microseconds", "rows_affected", "error_details", "recorded_at"})
+    incremental = Incremental(
+        id_column="metric_id",
+        select="operation_type, branch_id, duration_microseconds, cpu_microseconds, "
+               "rows_affected, error_details IS NOT NULL",
+        time="recorded_at",
+    )
+    counters = (ERRORS, CPU, ROWS, VIOLATIONS)
+    aggregate_backfill = True
+
+    def __init__(self, bounds: tuple[float, ...], baselines: BaselineHistory):
+        self.thresholds = thresholds_us(bounds)
+        self.baselines = baselines
+
+    def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
+        _, _, op, branch_id, us, cpu, rows, failed, at = row
+        if us is None or us < 0:
+            ctx.on_invalid(self.table)
+            return
+        labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
+        agg = ctx.agg
+        agg.observe_index(HIST, labels, bisect_right(self.thresholds, us), us / 1e6)
+        if failed:
+            agg.inc(ERRORS, labels)
+        if cpu:
+            agg.inc(CPU, labels, cpu / 1e6)
+        if rows:
+            agg.inc(ROWS, labels, rows)
+        threshold = self.baselines.threshold_at(op, branch_id, at)
+        if threshold is not None and us > threshold:
+            agg.inc(VIOLATIONS, labels)
+
+    def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
+                 max_id: int) -> None:
+        """One grouped scan for the histograms, one filtered scan for violation candidates."""
+        n = len(self.thresholds) + 1
+        rows = conn.execute(sql.SQL(
+            """SELECT operation_type, branch_id,
+                      width_bucket(duration_microseconds, %(thr)s::bigint[]),
+                      count(*), sum(duration_microseconds),
+                      count(*) FILTER (WHERE error_details IS NOT NULL),
+                      sum(cpu_microseconds), sum(rows_affected)
+               FROM {} WHERE metric_id <= %(max)s AND duration_microseconds >= 0
+               GROUP BY 1, 2, 3""").format(table),
+            {"thr": self.thresholds, "max": max_id}).fetchall()
+        for op, branch_id, bucket, count, total, failed, cpu, affected in rows:
+            labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
+            counts = [0] * n
+            counts[bucket] = count
+            ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
+            for name, amount in ((ERRORS, failed), (CPU, (cpu or 0) / 1e6),
+                                 (ROWS, affected or 0)):
+                if amount:
+                    ctx.agg.inc(name, labels, float(amount))
+        minimum = self.baselines.min_threshold
+        if not minimum:
+            return
+        candidates = conn.execute(sql.SQL(
+            """SELECT m.operation_type, m.branch_id,
+                      extract(epoch FROM m.recorded_at::timestamptz)::float8,
+                      m.duration_microseconds
+               FROM {} m JOIN unnest(%(ops)s::text[], %(thr)s::numeric[]) AS t(op, thr)
+                 ON t.op = m.operation_type
+               WHERE m.metric_id <= %(max)s AND m.duration_microseconds > t.thr"""
+        ).format(table), {"ops": list(minimum), "thr": [Decimal(v) for v in minimum.values()],
+                          "max": max_id})
+        for op, branch_id, at, us in candidates:
+            threshold = self.baselines.threshold_at(op, branch_id, at)
+            if threshold is not None and us > threshold:
+                ctx.agg.inc(VIOLATIONS, (ctx.cap("operation_type", op), ctx.branch(branch_id)))

@@ -1,0 +1,326 @@
+"""One database's loop: discover, read, map, checkpoint, publish — then wait and repeat.
+
+All reads of a poll share one REPEATABLE READ snapshot, so the rows, the gaps and the gauges
+agree with each other. The poll works on a copy of the state and publishes it only after the
+checkpoint holding it is on disk: whatever a scrape has seen survives a crash, so a counter
+never goes backwards and no row is counted twice or lost across a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from prometheus_client.core import Metric
+from psycopg import IsolationLevel, sql
+from psycopg_pool import PoolTimeout
+
+from exporter import checkpoint
+from exporter.aggregates import Aggregates
+from exporter.catalog import metric
+from exporter.config import Config, DatabaseConfig
+from exporter.db import Database
+from exporter.discover import Found, discover
+from exporter.expose import families
+from exporter.expose.registry import Exposition
+from exporter.expose.self_metrics import SelfMetrics
+from exporter.labels import LabelCap
+from exporter.map.alert_notification_log import AlertNotificationLog
+from exporter.map.alert_notification_queue import AlertNotificationQueue
+from exporter.map.alert_snooze import AlertSnooze
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.map.baseline_recalc_execution import BaselineRecalcExecution
+from exporter.map.branches import BranchNames
+from exporter.map.merge_performance_metrics import MergePerformanceMetrics
+from exporter.map.performance_alerts import PerformanceAlerts
+from exporter.map.performance_anomalies import PerformanceAnomalies
+from exporter.map.performance_baseline_history import PerformanceBaselineHistory
+from exporter.map.performance_baselines import PerformanceBaselines
+from exporter.map.performance_correlations import PerformanceCorrelations
+from exporter.map.performance_metrics import PerformanceMetrics
+from exporter.map.performance_operation_types import PerformanceOperationTypes
+from exporter.map.scheduled_job_execution import ScheduledJobExecution
+from exporter.read.backfill import start_cursor
+from exporter.read.cursor import IdCursor
+from exporter.read.incremental import read_table, take_snapshot
+
+log = logging.getLogger("exporter.poller")
+
+STATE_FORMAT = 1
+DISCOVER_EVERY = 60.0
+ROWS_PER_POLL = 10
+
+
+def state_file(state_dir: Path, database: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
+    return state_dir / f"{safe}.json"
+
+
+class DatabasePoller:
+    def __init__(self, cfg: Config, db_cfg: DatabaseConfig, database: Database,
+                 self_metrics: SelfMetrics, exposition: Exposition):
+        self.cfg = cfg
+        self.name = db_cfg.name
+        self.db_cfg = db_cfg
+        self.database = database
+        self.sm = self_metrics
+        self.exposition = exposition
+        self.path = state_file(cfg.state_dir, db_cfg.name)
+        self.baselines = PerformanceBaselines()
+        self.mappings: list[Mapping] = [
+            PerformanceMetrics(cfg.buckets, self.baselines.history), PerformanceAlerts(),
+            MergePerformanceMetrics(), self.baselines, PerformanceOperationTypes(),
+            PerformanceAnomalies(), AlertNotificationQueue(), AlertNotificationLog(),
+            BaselineRecalcExecution(), PerformanceBaselineHistory(), ScheduledJobExecution(),
+            AlertSnooze(), PerformanceCorrelations(),
+        ]
+        self.cap = LabelCap(cfg.max_label_values, cfg.max_label_length, self._overflow)
+        self.branches = BranchNames()
+        self.bounds = {"pggit_operation_duration_seconds": cfg.buckets,
+                       "pggit_merge_duration_seconds": cfg.merge_buckets}
+        self.agg = Aggregates(self.bounds)
+        self.cursors: dict[str, IdCursor] = {}
+        self.newest: dict[str, float] = {}
+        self.gauges: Gauges = {}
+        self.enabled: dict[str, bool] = {}
+        self.found: Found | None = None
+        self.discovered_at = 0.0
+        self.gauges_at = 0.0
+        self.loaded = False
+        self.caught_up = False
+        self.up = False
+        self.last_error: str | None = None
+        self.lag: dict[str, float] = {}
+        self._saved_cursors = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _overflow(self, label: str) -> None:
+        self.sm["pggit_exporter_label_overflow_total"].labels(self.name, label).inc()
+
+    def _invalid(self, table: str) -> None:
+        self.sm["pggit_exporter_errors_total"].labels(self.name, "invalid_row").inc()
+
+    def load(self) -> None:
+        """Restore the checkpoint, if any, and re-admit its label values to the cap."""
+        data = checkpoint.read(self.path)
+        if data is not None:
+            if data.get("format") != STATE_FORMAT:
+                raise checkpoint.CheckpointError(
+                    f"{self.path}: state format {data.get('format')!r} is not {STATE_FORMAT}")
+            try:
+                self.agg = Aggregates.from_json(data["aggregates"], self.bounds)
+            except ValueError as exc:
+                raise checkpoint.CheckpointError(f"{self.path}: {exc}; move the file away "
+                                                 "to start counting afresh") from None
+            self.cursors = {t: IdCursor.from_json(c) for t, c in data["cursors"].items()}
+            self.newest = {t: float(v) for t, v in data.get("newest", {}).items()}
+            self._saved_cursors = json.dumps(data["cursors"], sort_keys=True)
+            for (name, position), values in self.agg.label_values().items():
+                self.cap.admit(metric(name).labels[position], values)
+            log.info("state restored", extra={"database": self.name, "path": str(self.path),
+                                              "tables": len(self.cursors)})
+        self.loaded = True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"poll-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            backlog = False
+            try:
+                backlog = self.poll_once()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                self._failed(exc, failures)
+            if backlog:
+                continue
+            delay = self.cfg.poll_interval
+            if failures:
+                delay = min(self.cfg.retry_backoff_max, self.cfg.poll_interval * 2 ** failures)
+                delay *= random.uniform(0.8, 1.2)
+            self._stop.wait(delay)
+
+    def _failed(self, exc: Exception, failures: int) -> None:
+        if isinstance(exc, PoolTimeout | psycopg.OperationalError):
+            stage = "connect"
+            self.up = False
+            self.sm["pggit_up"].labels(self.name).set(0)
+        elif isinstance(exc, checkpoint.CheckpointError | OSError):
+            stage = "checkpoint"
+        else:
+            stage = "read"
+            self.found = None
+        message = _one_line(exc)
+        self.last_error = f"{stage}: {message}"
+        self.caught_up = False
+        self.sm["pggit_exporter_errors_total"].labels(self.name, stage).inc()
+        self.exposition.changed()
+        level = logging.WARNING if failures > 1 else logging.ERROR
+        log.log(level, "poll failed", extra={"database": self.name, "stage": stage,
+                                             "error": message, "attempt": failures})
+
+    def _discover(self, conn: psycopg.Connection) -> None:
+        found = discover(conn, self.db_cfg)
+        conn.rollback()
+        enabled: dict[str, bool] = {}
+        reasons: dict[str, str] = {}
+        for m in self.mappings:
+            if m.collector in self.db_cfg.disabled_collectors:
+                why: str | None = "disabled in the configuration"
+            else:
+                why = found.missing(m.table, m.needs)
+            enabled[m.collector] = why is None
+            if why is not None:
+                reasons[m.collector] = why
+        branch_problem = self.branches.configure(found)
+        if branch_problem is not None:
+            reasons["branches"] = branch_problem + " (branch labels show ids)"
+        for collector, ok in enabled.items():
+            if self.enabled.get(collector) != ok:
+                if ok:
+                    log.info("collector enabled",
+                             extra={"database": self.name, "collector": collector})
+                else:
+                    log.warning("collector disabled", extra={
+                        "database": self.name, "collector": collector,
+                        "reason": reasons[collector]})
+            self.sm["pggit_exporter_collector_enabled"].labels(self.name, collector).set(
+                1 if ok else 0)
+        if "branches" in reasons and self.found is None:
+            log.warning("branch names unavailable",
+                        extra={"database": self.name, "reason": reasons["branches"]})
+        self.enabled = enabled
+        self.found = found
+        self.discovered_at = time.monotonic()
+
+    def poll_once(self) -> bool:
+        """One poll; returns True when rows are left over and the next poll should not wait."""
+        if not self.loaded:
+            self.load()
+        started = time.monotonic()
+        with self.database.connect() as conn:
+            if self.found is None or started - self.discovered_at > DISCOVER_EVERY:
+                self._discover(conn)
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            try:
+                outcome = self._read(conn, started)
+            finally:
+                conn.rollback()
+                conn.isolation_level = None
+                conn.read_only = None
+        agg, cursors, newest, gauges, rows_by_table, backlog, db_now = outcome
+        cursor_json = json.dumps({t: c.to_json() for t, c in cursors.items()}, sort_keys=True)
+        if any(rows_by_table.values()) or cursor_json != self._saved_cursors:
+            checkpoint.write_atomic(self.path, {
+                "format": STATE_FORMAT, "database": self.name, "aggregates": agg.to_json(),
+                "cursors": json.loads(cursor_json), "newest": newest})
+            self._saved_cursors = cursor_json
+        self.agg, self.cursors, self.newest = agg, cursors, newest
+        if gauges is not None:
+            self.gauges = gauges
+        self._publish(rows_by_table, backlog, db_now, time.monotonic() - started)
+        return backlog
+
+    def _read(self, conn: psycopg.Connection, started: float) -> tuple[Any, ...]:
+        agg = self.agg.copy()
+        cursors = {t: IdCursor.from_json(c.to_json()) for t, c in self.cursors.items()}
+        newest = dict(self.newest)
+        snap = take_snapshot(conn, time.time())
+        branches = self.database.table("branches")
+        ctx = Context(self.name, agg, self.cap,
+                      lambda b: self.branches.lookup(conn, branches, b), self._invalid)
+        active = [m for m in self.mappings if self.enabled.get(m.collector)]
+        if self.baselines in active:
+            self.baselines.refresh_history(conn, self.database.table(self.baselines.table))
+        rows_by_table: dict[str, int] = {}
+        backlog = False
+        for m in active:
+            if m.incremental is None:
+                continue
+            table = self.database.table(m.table)
+            if m.table not in cursors:
+                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(int(self.db_cfg.backfill_statement_timeout * 1000))))
+                cursors[m.table] = start_cursor(conn, m, table, ctx, snap,
+                                                self.cfg.start_position)
+                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(int(self.db_cfg.statement_timeout * 1000))))
+                log.info("read position initialised", extra={
+                    "database": self.name, "table": m.table, "mode": self.cfg.start_position,
+                    "max_id": cursors[m.table].max_seen})
+            result = read_table(conn, m.incremental, table, cursors[m.table], snap,
+                                self.cfg.batch_size, self.cfg.batch_size * ROWS_PER_POLL,
+                                self.cfg.gap_grace, lambda row, m=m: m.observe(ctx, row))
+            rows_by_table[m.table] = result.rows
+            backlog = backlog or result.backlog
+            if result.newest is not None:
+                newest[m.table] = max(result.newest, newest.get(m.table, result.newest))
+            self._bound_gaps(m.table, cursors[m.table])
+        gauges = None
+        if started - self.gauges_at >= self.cfg.gauge_interval or not self.gauges:
+            gauges = {}
+            for m in active:
+                gauges.update(m.gauges(ctx, conn, self.database.table(m.table)))
+            self.gauges_at = started
+        return agg, cursors, newest, gauges, rows_by_table, backlog, snap.db_now
+
+    def _bound_gaps(self, table: str, cursor: IdCursor) -> None:
+        excess = len(cursor.gaps) - self.cfg.max_pending_gaps
+        if excess > 0:
+            del cursor.gaps[:excess]
+            self.sm["pggit_exporter_errors_total"].labels(self.name, "gaps_dropped").inc(excess)
+            log.error("too many pending gaps; oldest given up",
+                      extra={"database": self.name, "table": table, "dropped": excess})
+
+    def _publish(self, rows_by_table: dict[str, int], backlog: bool, db_now: float,
+                 took: float) -> None:
+        sm, name = self.sm, self.name
+        for table, rows in rows_by_table.items():
+            sm["pggit_exporter_rows_read_total"].labels(name, table).inc(rows)
+            cursor = self.cursors[table]
+            sm["pggit_exporter_pending_gaps"].labels(name, table).set(cursor.pending_count())
+        for table, at in self.newest.items():
+            self.lag[table] = max(0.0, db_now - at)
+            sm["pggit_exporter_lag_seconds"].labels(name, table).set(self.lag[table])
+        sm["pggit_exporter_poll_duration_seconds"].labels(name).observe(took)
+        sm["pggit_exporter_last_poll_success_timestamp_seconds"].labels(name).set(time.time())
+        if not self.up:
+            log.info("database reachable", extra={"database": name})
+        self.up = True
+        sm["pggit_up"].labels(name).set(1)
+        self.caught_up = not backlog
+        self.last_error = None
+        self.exposition.changed()
+
+    def collect(self) -> Iterator[Metric]:
+        """The published state as metric families (called at scrape time, any thread)."""
+        agg, gauges, enabled = self.agg, self.gauges, self.enabled
+        prefix = (self.name,)
+        counters = tuple(c for m in self.mappings if enabled.get(m.collector)
+                         for c in m.counters)
+        yield from families.from_aggregates(agg, prefix, counters)
+        for gauge_name, series in gauges.items():
+            yield families.gauge(gauge_name, series, prefix)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

@@ -1,0 +1,107 @@
+"""Reading one table past its cursor, inside the poll's snapshot, exactly once.
+
+Each poll first looks again at the pending ranges (gaps and waiting rows), then reads new
+rows past `max_seen` in id order, then settles gaps whose writers have all ended. Every row
+handed to the mapping is final and has never been handed over before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from exporter.map.base import Incremental
+from exporter.read.cursor import IdCursor
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The poll transaction's snapshot bounds (64-bit xids) and its clocks."""
+
+    xmin: int
+    xmax: int
+    db_now: float
+    now: float
+
+
+def take_snapshot(conn: psycopg.Connection, wall: float) -> Snapshot:
+    xmin, xmax, db_now = conn.execute(
+        "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,"
+        " extract(epoch FROM now())::float8 FROM pg_current_snapshot() s").fetchone()
+    return Snapshot(xmin, xmax, db_now, wall)
+
+
+def _select(spec: Incremental, table: sql.Composed) -> sql.Composed:
+    final = sql.SQL(spec.final or "true")
+    when = sql.SQL(f"extract(epoch FROM ({spec.time})::timestamptz)::float8"
+                   if spec.time else "NULL::float8")
+    return sql.SQL("SELECT {id}, {final}, {cols}, {when} FROM {table}").format(
+        id=sql.Identifier(spec.id_column), final=final, cols=sql.SQL(spec.select),
+        when=when, table=table)
+
+
+@dataclass
+class Result:
+    """What one table's read produced in a poll."""
+
+    rows: int = 0
+    newest: float | None = None
+    backlog: bool = False
+    settled_gaps: int = 0
+
+
+def read_table(conn: psycopg.Connection, spec: Incremental, table: sql.Composed,
+               cursor: IdCursor, snap: Snapshot, batch: int, max_rows: int, grace: float,
+               observe: Callable[[Row], None]) -> Result:
+    """Hand every newly final row to `observe` once and move the cursor past it."""
+    result = Result()
+    base = _select(spec, table)
+    ident = sql.Identifier(spec.id_column)
+
+    def take(row: Row) -> None:
+        result.rows += 1
+        if row[-1] is not None and (result.newest is None or row[-1] > result.newest):
+            result.newest = row[-1]
+        observe(row)
+
+    if cursor.gaps or cursor.waiting:
+        lows, highs = cursor.pending_ranges()
+        query = sql.SQL("{base} JOIN unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi) "
+                        "ON {id} BETWEEN r.lo AND r.hi").format(base=base, id=ident)
+        found: set[int] = set()
+        still: dict[int, float] = {}
+        for row in conn.execute(query, (lows, highs)):
+            if row[1]:
+                take(row)
+                found.add(row[0])
+            else:
+                still[row[0]] = cursor.waiting.get(row[0], snap.now)
+        cursor.found(found | set(still))
+        cursor.waiting.update(still)
+        result.settled_gaps = cursor.settle(snap.xmin, snap.now, grace, set(still))
+
+    query = sql.SQL("{base} WHERE {id} > %s ORDER BY {id} LIMIT %s").format(base=base, id=ident)
+    read = 0
+    while True:
+        rows = conn.execute(query, (cursor.max_seen, batch)).fetchall()
+        if not rows:
+            break
+        cursor.advance([r[0] for r in rows], snap.xmax, snap.now)
+        for row in rows:
+            if row[1]:
+                take(row)
+            else:
+                cursor.wait(row[0], snap.now)
+        read += len(rows)
+        if len(rows) < batch:
+            break
+        if read >= max_rows:
+            result.backlog = True
+            break
+    return result
