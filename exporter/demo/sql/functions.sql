@@ -336,3 +336,25 @@ BEGIN
     RETURN v_total;
 END;
 $$;
+
+CREATE OR REPLACE FUNCTION pggit.acknowledge_performance_alert(
+    p_alert_id bigint,
+    p_acknowledged_by text DEFAULT CURRENT_USER,
+    p_resolution_notes text DEFAULT NULL
+)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+-- Marks an alert as reviewed in place; false when it does not exist or was already
+-- acknowledged, so the first acknowledgement's time and author are kept.
+BEGIN
+    UPDATE pggit.performance_alerts
+       SET is_acknowledged = true,
+           acknowledged_at = CURRENT_TIMESTAMP,
+           acknowledged_by = p_acknowledged_by,
+           resolution_notes = COALESCE(p_resolution_notes, resolution_notes)
+     WHERE alert_id = p_alert_id
+       AND NOT COALESCE(is_acknowledged, false);
+    RETURN FOUND;
+END;
+$$;
