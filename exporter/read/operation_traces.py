@@ -372,6 +372,17 @@ class MergeReader:
             assert scan.pass_base is not None
             params["bxmin"] = scan.pass_base.xmin
             where += " AND " + widen_sql("xmax") + " >= %(bxmin)s"
+        return self._query(conn, where, params)
+
+    def by_ids(self, conn: psycopg.Connection, merge_ids: list[int], xmax: int
+               ) -> list[MergeRow]:
+        if not merge_ids or not self.check(conn):
+            return []
+        return self._query(conn, "t.merge_metric_id = ANY(%(ids)s)",
+                           {"ids": merge_ids, "xmax": xmax, "limit": len(merge_ids)})
+
+    def _query(self, conn: psycopg.Connection, where: str, params: dict[str, Any]
+               ) -> list[MergeRow]:
         if self._names:
             source, target = sql.SQL("sb.branch_name"), sql.SQL("tb.branch_name")
             joins = sql.SQL("LEFT JOIN {b} sb ON sb.branch_id = t.source_branch_id "

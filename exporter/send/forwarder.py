@@ -1,0 +1,348 @@
+"""Trace forwarding: poll pgGit's spans and merges, map them, hand them to the OTLP sender.
+
+One poll = one REPEATABLE READ READ ONLY transaction (see `exporter.read.operation_traces`
+for the exactly-once change feed). After each poll the state file
+`<state_dir>/<database>.traces.json` is written atomically with: the change-feed positions,
+the spans seen RUNNING or timed out, the span-duration histograms, and the keys of spans still
+in the send queue.
+
+What "sent" means: a span is *handed over* when its row version is consumed by a poll; the
+checkpoint written after that poll still lists it as unsent until the OTLP endpoint accepted
+it. A restart re-reads unsent spans by key and sends them again, so a crash between sending
+and checkpointing resends, never loses, and the resend carries identical ids (they are a
+function of the row). Histogram counts are part of the same checkpoint as the read position,
+so they are exact across kill -9. A span that did not fit into the queue is dropped and
+counted as `result="dropped"`; its duration is still counted in the histogram.
+
+Flow control: while the endpoint accepts spans, a poll reads no more rows than the queue has
+room for (the table is the buffer, nothing is dropped while catching up on a backlog). When
+the endpoint fails, polls continue at full size, so metrics stay current, and overflow is
+dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client.core import Metric
+
+from exporter import __version__
+from exporter.aggregates import Aggregates
+from exporter.checkpoint import read as read_state
+from exporter.checkpoint import write_atomic
+from exporter.config import TracesConfig
+from exporter.expose import families
+from exporter.labels import LabelCap
+from exporter.map import merge_traces
+from exporter.map.operation_traces import SpanStyle, duration_seconds, to_span
+from exporter.read.operation_traces import (
+    ChangeScan,
+    MergeReader,
+    Snapshot,
+    SpanReader,
+    SpanRow,
+)
+from exporter.send import ids
+from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+HISTOGRAM = "pggit_span_duration_seconds"
+STATE_VERSION = 1
+PRUNE_EVERY = 60
+"""Polls between checks that timed-out spans still exist (rows deleted by retention)."""
+
+
+def tracing_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
+    """On when an endpoint is set in the YAML or in the standard OTLP variables."""
+    return bool(cfg.endpoint or any(env.get(v, "").strip() for v in ENDPOINT_ENV))
+
+
+class TraceForwarder:
+    """Per database: a poll thread (reading) and a sender thread (OTLP), plus span metrics."""
+
+    def __init__(self, database: str,
+                 connect: Callable[[], AbstractContextManager[psycopg.Connection]],
+                 schema: str, tables: Callable[[str], str], cfg: TracesConfig,
+                 state_dir: Path, self_metrics: Any, on_change: Callable[[], None],
+                 span_buckets: tuple[float, ...], label_cap: LabelCap,
+                 database_name_for_resource: str, *, poll_interval: float = 1.0,
+                 exporter: Any = None):
+        self.database = database
+        self.connect = connect
+        self.cfg = cfg
+        self.state_path = Path(state_dir) / f"{database}.traces.json"
+        self.self_metrics = self_metrics
+        self.on_change = on_change
+        self.label_cap = label_cap
+        self.poll_interval = poll_interval
+        self._span_buckets = tuple(span_buckets)
+        self.spans = SpanReader(schema, tables)
+        self.merges = MergeReader(schema, tables)
+        self.style = SpanStyle(
+            resource=Resource.create({
+                "service.name": cfg.service_name,
+                "db.system": "postgresql",
+                "db.namespace": database_name_for_resource,
+                "pggit.database": database,
+                "pggit.exporter.version": __version__,
+            }),
+            scope=InstrumentationScope("pggit-exporter", __version__),
+            user_name=cfg.user_name, max_attribute_length=cfg.max_attribute_length,
+            max_attributes=cfg.max_attributes)
+        self.queue = SpanQueue(cfg.queue_size)
+        self.sender = Sender(exporter if exporter is not None else build_exporter(cfg),
+                             self.queue, cfg.batch_size, self._exported, self._failed)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._polls = 0
+        self.late_ends = 0
+        self._load()
+        for result in ("exported", "dropped", "timed_out"):
+            self._counter(result)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        data = read_state(self.state_path) or {}
+        if data and data.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.state_path}: unknown state version {data.get('version')}")
+        self.span_scan = ChangeScan.from_json(data.get("spans"))
+        self.merge_scan = ChangeScan.from_json(data.get("merges"))
+        self.running: dict[str, list[Any]] = dict(data.get("running", {}))
+        self.timed_out: dict[str, list[Any]] = dict(data.get("timed_out", {}))
+        self.unsent: list[str] = list(data.get("unsent", []))
+        self.late_ends = int(data.get("late_ends", 0))
+        bounds = {HISTOGRAM: tuple(self._buckets())}
+        agg = data.get("aggregates")
+        self.agg = Aggregates.from_json(agg, bounds) if agg else Aggregates(bounds)
+        for (name, pos), values in self.agg.label_values().items():
+            if name == HISTOGRAM and pos in (0, 1):
+                self.label_cap.admit(("operation_type", "span_name")[pos], values)
+
+    def _buckets(self) -> tuple[float, ...]:
+        return self._span_buckets
+
+    def _save(self) -> None:
+        with self._lock:
+            data = {
+                "version": STATE_VERSION,
+                "spans": self.span_scan.to_json(),
+                "merges": self.merge_scan.to_json(),
+                "running": self.running,
+                "timed_out": self.timed_out,
+                "unsent": self.queue.keys(),
+                "late_ends": self.late_ends,
+                "aggregates": self.agg.to_json(),
+            }
+        write_atomic(self.state_path, data)
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def _counter(self, result: str) -> Any:
+        return self.self_metrics["pggit_exporter_spans_total"].labels(
+            database=self.database, result=result)
+
+    def _depth(self) -> None:
+        self.self_metrics["pggit_exporter_span_queue_depth"].labels(
+            database=self.database).set(self.queue.depth)
+
+    def _exported(self, n: int) -> None:
+        self._counter("exported").inc(n)
+        self._depth()
+        self.on_change()
+
+    def _failed(self, message: str) -> None:
+        log.warning("%s: %s", self.database, message)
+        self.self_metrics["pggit_exporter_errors_total"].labels(
+            database=self.database, stage="send").inc()
+        self.on_change()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            snapshot = self.agg.copy()
+            running: dict[tuple[str, ...], float] = {}
+            for entry in (*self.running.values(), *self.timed_out.values()):
+                key = (self.label_cap("operation_type", entry[1]),)
+                running[key] = running.get(key, 0.0) + 1
+        yield families.histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM],
+                                 snapshot.bounds[HISTOGRAM], (self.database,),
+                                 snapshot.exemplars.get(HISTOGRAM))
+        yield families.gauge("pggit_spans_running", running, (self.database,))
+
+    # -- polling ------------------------------------------------------------------------------
+
+    def _observe(self, row: SpanRow) -> None:
+        value = duration_seconds(row)
+        labels = (self.label_cap("operation_type", row.operation_type),
+                  self.label_cap("span_name", row.span_name), row.span_status or "UNKNOWN")
+        trace_hex = ids.hex_trace_id(ids.trace_id(row.root_trace_id))
+        assert row.end_us is not None
+        self.agg.observe(HISTOGRAM, labels, value, exemplar=(trace_hex, value, row.end_us / 1e6))
+
+    def _handle(self, row: SpanRow, out: list[Group]) -> None:
+        if self.span_scan.seen(row.span_id, row.xid):
+            return
+        if not row.ended:
+            if row.span_id not in self.timed_out:
+                self.running[row.span_id] = [row.start_us, row.operation_type]
+            return
+        self.running.pop(row.span_id, None)
+        if self.timed_out.pop(row.span_id, None) is not None:
+            self.late_ends += 1
+            log.info("%s: span %s ended after it was sent as timed out; not sent again",
+                     self.database, row.span_id)
+            self._observe(row)
+            return
+        self._observe(row)
+        out.append(Group("s:" + row.span_id, (to_span(row, self.style),)))
+
+    def _timeouts(self, conn: psycopg.Connection, xmax: int, now_us: int,
+                  out: list[Group]) -> int:
+        limit_us = now_us - int(self.cfg.running_timeout * 1e6)
+        due = [k for k, v in self.running.items() if v[0] < limit_us][: self.cfg.batch_size]
+        if not due:
+            return 0
+        found = {r.span_id: r for r in self.spans.by_ids(conn, due, xmax)}
+        n = 0
+        for span_id in due:
+            row = found.get(span_id)
+            if row is None:
+                self.running.pop(span_id, None)
+            elif not row.ended:
+                entry = self.running.pop(span_id)
+                self.timed_out[span_id] = entry
+                out.append(Group("t:" + span_id, (to_span(row, self.style, now_us),)))
+                n += 1
+        return n
+
+    def _resend(self, conn: psycopg.Connection, xmax: int, now_us: int,
+                out: list[Group]) -> None:
+        """Spans the last run had not confirmed sent: re-read by key, same ids."""
+        keys, self.unsent = self.unsent, []
+        span_keys = [k[2:] for k in keys if k[:2] in ("s:", "t:")]
+        rows = {r.span_id: r for r in self.spans.by_ids(conn, span_keys, xmax)}
+        merge_ids = [int(k[2:]) for k in keys if k.startswith("m:")]
+        merges = {r.merge_metric_id: r for r in self.merges.by_ids(conn, merge_ids, xmax)}
+        for key in keys:
+            kind, ident = key[:2], key[2:]
+            if kind == "m:":
+                m = merges.get(int(ident))
+                if m is not None:
+                    out.append(Group(key, merge_traces.to_spans(m, self.database, self.style)))
+                continue
+            row = rows.get(ident)
+            if row is None:
+                self._counter("dropped").inc()
+            elif kind == "t:":
+                out.append(Group(key, (to_span(row, self.style, now_us),)))
+            elif row.ended:
+                out.append(Group(key, (to_span(row, self.style),)))
+
+    def _merges(self, conn: psycopg.Connection, current: Snapshot, limit: int,
+                out: list[Group]) -> int:
+        if not self.cfg.merges_as_traces or limit <= 0 or not self.merges.check(conn):
+            return 0
+        scan = self.merge_scan
+        scan.begin(current)
+        rows = self.merges.changed(conn, scan, current.xmax, limit)
+        for m in rows:
+            if scan.seen(str(m.merge_metric_id), m.xid) or m.completed_us is None:
+                continue
+            out.append(Group(f"m:{m.merge_metric_id}",
+                             merge_traces.to_spans(m, self.database, self.style)))
+        scan.advance(rows[-1].merge_metric_id if rows else None, len(rows), limit)
+        return len(rows)
+
+    def poll_once(self) -> int:
+        """One poll; returns the rows consumed (a full page means: poll again at once)."""
+        healthy = self.sender.stats.healthy
+        room = self.queue.room()
+        limit = min(self.cfg.batch_size, room) if healthy else self.cfg.batch_size
+        out: list[Group] = []
+        timed_out = 0
+        with self.connect() as conn:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            with conn.transaction(), self._lock:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                snap_text, now_us = conn.execute(
+                    "SELECT pg_current_snapshot()::text, "
+                    "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
+                ).fetchone()  # type: ignore[misc]
+                current = Snapshot.parse(snap_text)
+                if self.unsent:
+                    self._resend(conn, current.xmax, now_us, out)
+                consumed = 0
+                if limit > 0:
+                    scan = self.span_scan
+                    scan.begin(current)
+                    rows = self.spans.changed(conn, scan, current.xmax, limit)
+                    for row in rows:
+                        self._handle(row, out)
+                    scan.advance(rows[-1].span_id if rows else None, len(rows), limit)
+                    consumed = len(rows)
+                    consumed += self._merges(conn, current, limit - len(rows), out)
+                timed_out = self._timeouts(conn, current.xmax, now_us, out)
+                self._polls += 1
+                if self.timed_out and self._polls % PRUNE_EVERY == 0:
+                    alive = self.spans.existing(conn, self.timed_out)
+                    self.timed_out = {k: v for k, v in self.timed_out.items() if k in alive}
+        dropped = sum(0 if self.queue.offer(g) else len(g.spans) for g in out)
+        if dropped:
+            self._counter("dropped").inc(dropped)
+            log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
+        if timed_out:
+            self._counter("timed_out").inc(timed_out)
+        self._depth()
+        self._save()
+        self.on_change()
+        return consumed
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.wait(delay):
+            try:
+                full = self.poll_once() >= max(min(self.cfg.batch_size, self.queue.room()), 1)
+                delay = 0.0 if full else self.poll_interval
+            except Exception as exc:
+                log.warning("%s: trace poll failed: %s", self.database, exc)
+                self.self_metrics["pggit_exporter_errors_total"].labels(
+                    database=self.database, stage="read").inc()
+                self.on_change()
+                delay = self.poll_interval
+
+    def start(self) -> None:
+        self.sender.start()
+        self._thread = threading.Thread(target=self._run, name=f"pggit-traces-{self.database}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop polling, send what can be sent within `timeout`, save what was not."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.sender.drain(deadline)
+        try:
+            self._save()
+        except OSError as exc:
+            log.warning("%s: could not save trace state: %s", self.database, exc)
+
+    def send_pending(self) -> bool | None:
+        """Send one batch now (tests drive the sender without its thread)."""
+        return self.sender.send_once()
