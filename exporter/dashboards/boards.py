@@ -105,7 +105,8 @@ def overview() -> Board:
     b.row("Summary")
     b.add(
         stat("Operations per second", "pgGit operations per second, all types and branches.",
-             "v_performance_dashboard_summary (total_metrics_recorded)", "ops",
+             "v_performance_dashboard_summary (total_metrics_recorded), "
+             "v_complete_system_overview", "ops",
              Query(f"sum({sel('operation_type:pggit_operations:rate5m')})")),
         stat("Error ratio", "Share of operations that recorded error_details.",
              "v_performance_dashboard_summary", "percentunit",
@@ -217,7 +218,8 @@ def operation() -> Board:
                    "Observed p99 with the active baseline's p99 and its alert threshold "
                    "(p99 times alert_threshold_multiplier) drawn as lines. Above the threshold "
                    "pgGit writes THRESHOLD_EXCEEDED alerts.",
-                   "v_operation_performance_summary (p99_ms, baseline_p99_ms, status)", "s",
+                   "v_operation_performance_summary (p99_ms, baseline_p99_ms, status), "
+                   "v_operation_performance_trend (p99_ms, baseline_ratio)", "s",
                    Query(quantile(0.99, DURATION), "observed p99"),
                    Query(f"max({sel('pggit_baseline_duration_seconds', Q99)})",
                          "baseline p99"),
