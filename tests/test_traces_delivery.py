@@ -1,0 +1,178 @@
+"""Each span once: across restarts, outages of the endpoint, a full queue and timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.otlp_receiver import Receiver, make_forwarder, spans_total, traces_config
+from tests.test_traces_trees import drain, end_span, start_span
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def writer(pggit_dsn: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        yield conn
+
+
+def test_span_that_ends_after_a_restart_is_sent_once(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    start_span(writer, "early", None)
+    start_span(writer, "late", None)
+    end_span(writer, "early")
+    drain(first)
+    first.stop(timeout=1)
+    end_span(writer, "late")
+    second = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    drain(second)
+    drain(second)
+    second.stop(timeout=1)
+    by_id = receiver.by_pggit_span_id()
+    assert {k: len(v) for k, v in by_id.items()} == {"early": 1, "late": 1}
+
+
+def test_restart_does_not_resend_spans_already_sent(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    for i in range(20):
+        start_span(writer, f"s{i}", None)
+        end_span(writer, f"s{i}")
+    first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    drain(first)
+    first.stop(timeout=1)
+    second = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    drain(second)
+    second.stop(timeout=1)
+    assert len(receiver.spans) == 20
+
+
+def test_spans_wait_while_endpoint_is_down_and_arrive_when_it_is_back(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
+    receiver.refuse = True
+    for i in range(10):
+        start_span(writer, f"s{i}", None)
+        end_span(writer, f"s{i}")
+    forwarder.poll_once()
+    assert forwarder.send_pending() is False
+    assert forwarder.queue.depth == 10
+    receiver.refuse = False
+    while forwarder.send_pending():
+        pass
+    forwarder.stop(timeout=1)
+    assert sorted(receiver.by_pggit_span_id()) == sorted(f"s{i}" for i in range(10))
+    assert spans_total(forwarder, "exported") == 10
+    assert spans_total(forwarder, "dropped") == 0
+
+
+def test_spans_beyond_a_full_queue_are_dropped_and_counted(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    cfg = traces_config(receiver, timeout=0.5, queue_size=5)
+    forwarder = make_forwarder(pggit_dsn, tmp_path, cfg)
+    receiver.refuse = True
+    for i in range(20):
+        start_span(writer, f"s{i:02d}", None)
+        end_span(writer, f"s{i:02d}")
+    forwarder.poll_once()
+    assert forwarder.send_pending() is False  # the endpoint is down: now spans overflow
+    forwarder.poll_once()
+    assert forwarder.queue.depth == 5
+    assert spans_total(forwarder, "dropped") == 15
+    receiver.refuse = False
+    while forwarder.send_pending():
+        pass
+    forwarder.stop(timeout=1)
+    assert len(receiver.spans) == 5
+    assert spans_total(forwarder, "exported") == 5
+
+
+def test_healthy_endpoint_backlog_larger_than_queue_is_not_dropped(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, queue_size=4))
+    for i in range(30):
+        start_span(writer, f"s{i:02d}", None)
+        end_span(writer, f"s{i:02d}")
+    drain(forwarder, rounds=12)
+    forwarder.stop(timeout=1)
+    assert len(receiver.spans) == 30
+    assert spans_total(forwarder, "dropped") == 0
+
+
+def test_span_running_past_its_timeout_is_sent_once_as_timed_out(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, running_timeout=60))
+    start_span(writer, "stuck", None)
+    start_span(writer, "fresh", None)
+    drain(forwarder)
+    assert receiver.spans == []
+    writer.execute("UPDATE pggit.operation_traces SET start_time = start_time - interval '2 "
+                   "hours' WHERE span_id = 'stuck'")
+    drain(forwarder)
+    drain(forwarder)
+    (span,) = receiver.by_pggit_span_id()["stuck"]
+    assert span.attributes["pggit.span.timed_out"] is True
+    assert span.status_code == 2
+    assert spans_total(forwarder, "timed_out") == 1
+    end_span(writer, "stuck")
+    drain(forwarder)
+    forwarder.stop(timeout=1)
+    assert len(receiver.by_pggit_span_id()["stuck"]) == 1
+    assert forwarder.late_ends == 1
+    assert "fresh" not in receiver.by_pggit_span_id()
+
+
+def test_timed_out_span_is_not_sent_again_after_restart(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    cfg = traces_config(receiver, running_timeout=60)
+    first = make_forwarder(pggit_dsn, tmp_path, cfg)
+    start_span(writer, "stuck", None)
+    writer.execute("UPDATE pggit.operation_traces SET start_time = start_time - interval '2 "
+                   "hours' WHERE span_id = 'stuck'")
+    drain(first)
+    drain(first)
+    first.stop(timeout=1)
+    end_span(writer, "stuck")
+    second = make_forwarder(pggit_dsn, tmp_path, cfg)
+    drain(second)
+    second.stop(timeout=1)
+    assert len(receiver.by_pggit_span_id()["stuck"]) == 1
+    assert second.late_ends == 1
+
+
+def test_running_spans_gauge_counts_spans_not_yet_ended(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    start_span(writer, "a", None, op="merge")
+    start_span(writer, "b", None, op="merge")
+    start_span(writer, "c", None, op="commit")
+    end_span(writer, "c")
+    drain(forwarder)
+    forwarder.stop(timeout=1)
+    (_, gauge) = list(forwarder.collect())
+    values = {s.labels["operation_type"]: s.value for s in gauge.samples}
+    assert values == {"merge": 2.0}
+
+
+def test_span_duration_histogram_carries_trace_id_exemplars(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    start_span(writer, "x", None, trace_id="11111111-2222-3333-4444-555555555555")
+    end_span(writer, "x")
+    drain(forwarder)
+    forwarder.stop(timeout=1)
+    forwarder.registry.register(type("C", (), {"collect": lambda self: forwarder.collect()})())
+    text = generate_latest(forwarder.registry).decode()
+    assert 'trace_id="11111111222233334444555555555555"' in text
+    assert 'pggit_span_duration_seconds_count{database="main",operation_type="commit"' in text
