@@ -107,7 +107,8 @@ def to_span(row: SpanRow, style: SpanStyle, timed_out_at_us: int | None = None
         elif row.span_status == "SUCCESS":
             status = Status(StatusCode.OK)
 
-    room = max(style.max_attributes - len(own), 0)
+    # One slot stays free for the "dropped" count, so the cap holds with it.
+    room = max(style.max_attributes - len(own) - 2, 0)
     if row.attributes_too_large:
         own["pggit.attributes.error"] = "attributes too large, left out"
     value, problem = parse(row.attributes)

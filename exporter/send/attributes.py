@@ -20,6 +20,8 @@ MAX_DEPTH = 16
 MAX_JSON_TEXT = 1 << 20
 """Attribute JSON longer than this is not parsed at all (see `parse`)."""
 
+EMPTY_KEY = "(empty)"
+
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 AttrValue = str | bool | int | float | tuple[Any, ...]
@@ -90,7 +92,8 @@ def flatten(value: Any, max_length: int, prefix: str = "") -> Iterator[tuple[str
                 yield cut(key, max_length), _compact(item, max_length)
                 continue
             for k, v in reversed(list(item.items())):
-                sub = f"{key}.{k}" if key else str(k)
+                # OTLP keys must not be empty; an empty JSON key gets a visible stand-in.
+                sub = f"{key}.{k}" if depth else (str(k) or EMPTY_KEY)
                 stack.append((sub, v, depth + 1))
         elif isinstance(item, list):
             yield cut(key or "value", max_length), _array(item, max_length)
