@@ -152,7 +152,6 @@ class EmbeddedPostgres:
             return
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
-        self._wait_for_orphans()
         attempts = 1 if (self._fixed_port or self._ever_started) else 3
         for attempt in range(attempts):
             result = self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_S), "-l",
@@ -190,18 +189,24 @@ class EmbeddedPostgres:
     def kill(self) -> None:
         """Crash the server: SIGKILL the postmaster and its children, no shutdown checkpoint.
 
-        The children are killed too (the postmaster leads its own process group, pg_ctl calls
-        setsid) because orphaned backends keep the shared memory segment attached and the next
-        start would refuse to run until they noticed the postmaster's death.
+        Every server child calls setsid(), so killing the process group is not enough; the
+        postmaster is frozen first (it can then fork no new child) and its children are
+        collected from /proc. They must die too, because an orphaned backend keeps the
+        shared memory segment attached and the next start would refuse to run.
         """
         pid = self._postmaster_pid()
         self._started = False
         if pid is None:
             return
-        for sender in (os.kill, os.killpg):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGSTOP)
+        victims = [pid, *_children_of(pid)]
+        for victim in victims:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                sender(pid, signal.SIGKILL)
-        self._wait_for_orphans()
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(v) for v in victims):
+            time.sleep(0.01)
         # The dead postmaster may linger as a zombie until PID 1 reaps it, and PostgreSQL
         # treats any existing PID in postmaster.pid as a running server. Nothing of the old
         # server is alive any more, so the lock files are stale, as after a power cut.
@@ -340,17 +345,6 @@ class EmbeddedPostgres:
             pass
         return pid
 
-    def _wait_for_orphans(self) -> None:
-        """After a crash, wait until the dead postmaster's process group is gone."""
-        pid_file = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.02)
-
     def _log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -358,28 +352,34 @@ class EmbeddedPostgres:
             return "(no server log)"
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process group still has a live member; zombies do not count.
 
-    Killed server processes are re-parented to PID 1, which may reap them late; a zombie holds
-    no shared memory, so waiting for the reaper would only slow crash tests down.
-    """
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
     try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _children_of(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc; elsewhere none are found)."""
+    children = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _proc_stat(int(entry.name))
+        if fields is not None and int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie: a killed server process re-parented to PID 1 may wait long
+    to be reaped, but as a zombie it no longer holds shared memory."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    proc = Path("/proc")
-    if not proc.is_dir():
+    except PermissionError:
         return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, pgrp, ...
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
