@@ -269,6 +269,8 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
     for table in sorted(set(tables) - set(TABLES)):
         r.problem(f"{r.key('tables')}.{table}", "unknown pgGit table")
     disabled = r.typed("disabled_collectors", (), _string_tuple, "a list of collector names")
+    for collector in sorted(set(disabled) - set(TABLES)):
+        r.problem(r.key("disabled_collectors"), f"unknown collector {collector!r}")
     db = DatabaseConfig(
         name=name,
         dsn=dsn,
