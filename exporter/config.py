@@ -403,8 +403,19 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     dsn_from_env = _apply_env(data, env, problems)
     cfg = parse(data, problems, dsn_from_env=dsn_from_env)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_name_env_source(p, env) for p in problems])
     return cfg
+
+
+def _name_env_source(problem: str, env: Mapping[str, str]) -> str:
+    """Say which variable set a bad value: the YAML may be fine while the container's env is not."""
+    key = problem.partition(":")[0]
+    sources = {key: suffix for suffix, key in ENV_KEYS.items()}
+    sources.update({"databases[0].dsn": "DSN", "databases[0].password_file": "PASSWORD_FILE"})
+    suffix = sources.get(key)
+    if suffix is not None and ENV_PREFIX + suffix in env:
+        return f"{problem} (set by {ENV_PREFIX}{suffix})"
+    return problem
 
 
 def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False) -> Config:
