@@ -253,15 +253,14 @@ def _listen(value: Any) -> str:
 def _database(data: Any, path: str, problems: list[str], from_env: bool) -> DatabaseConfig | None:
     r = _Reader(data, path, problems)
     dsn = r.string("dsn")
+    params: dict[str, Any] = {}
     if dsn is None:
         r.problem(r.key("dsn"), "is required (a libpq connection string or URI)")
-        r.finish()
-        return None
-    try:
-        params = conninfo_to_dict(dsn)
-    except Exception as exc:  # psycopg raises ProgrammingError with libpq's own words
-        r.problem(r.key("dsn"), f"is not a valid connection string: {_first_line(exc)}")
-        params = {}
+    else:
+        try:
+            params = conninfo_to_dict(dsn)
+        except Exception as exc:  # psycopg raises ProgrammingError with libpq's own words
+            r.problem(r.key("dsn"), f"is not a valid connection string: {_first_line(exc)}")
     if "password" in params and not from_env:
         r.problem(r.key("dsn"), "must not contain a password; use password_file or password_env")
     name = r.string("name", str(params.get("dbname") or "default"))
@@ -273,7 +272,7 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
         r.problem(r.key("disabled_collectors"), f"unknown collector {collector!r}")
     db = DatabaseConfig(
         name=name,
-        dsn=dsn,
+        dsn=dsn or "",
         password_file=r.path_("password_file"),
         password_env=r.string("password_env"),
         schema=r.string("schema", "pggit"),
@@ -288,7 +287,7 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
     if db.password_file is not None and not db.password_file.is_file():
         r.problem(r.key("password_file"), f"file {str(db.password_file)!r} does not exist")
     r.finish()
-    return db
+    return db if dsn is not None else None
 
 
 def _string_tuple(v: Any) -> tuple[str, ...]:
@@ -396,7 +395,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         except OSError as exc:
             raise ConfigError([f"config: cannot read {str(path)!r}: {exc.strerror}"]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([f"config: {str(path)!r} is not valid YAML: {exc}"]) from None
+            raise ConfigError(
+                [f"config: {str(path)!r} is not valid YAML: {yaml_error(exc)}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"config: must be a mapping, got {type(data).__name__}"])
     data = dict(data)
@@ -461,6 +461,15 @@ def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False)
         r.problem("web_config_file", f"file {str(cfg.web_config_file)!r} does not exist")
     r.finish()
     return cfg
+
+
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: its default spans several, breaking one-line-per-problem."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return " ".join(str(exc).split())
 
 
 def _first_line(exc: BaseException) -> str:

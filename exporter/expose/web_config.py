@@ -16,7 +16,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, yaml_error
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -58,8 +58,12 @@ def load(path: Path) -> WebConfig:
     """Parse and check the file; every problem is reported with its key."""
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError([f"web_config_file: cannot read {str(path)!r}: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"web_config_file: cannot read {str(path)!r}: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            [f"web_config_file: {str(path)!r} is not valid YAML: {yaml_error(exc)}"]) from None
     problems: list[str] = []
     if not isinstance(data, dict):
         raise ConfigError(["web_config_file: must be a mapping"])
