@@ -186,3 +186,30 @@ def spans_total(forwarder: Any, result: str) -> float:
     value = forwarder.registry.get_sample_value(
         "pggit_exporter_spans_total", {"database": forwarder.database, "result": result})
     return value or 0.0
+
+
+def _run_forwarder(argv: list[str]) -> None:
+    """`python -m tests.otlp_receiver DSN STATE_DIR ENDPOINT`: a forwarder until SIGTERM.
+
+    The crash test kills this process with SIGKILL at random moments; SIGTERM stops it the
+    way the service does (flush, save).
+    """
+    import signal
+
+    dsn, state_dir, endpoint = argv
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from exporter.config import TracesConfig
+
+    cfg = TracesConfig(endpoint=endpoint, protocol="grpc", insecure=True, timeout=2.0,
+                       batch_size=7)
+    forwarder = make_forwarder(dsn, state_dir, cfg)
+    forwarder.start()
+    stop.wait()
+    forwarder.stop(timeout=5)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _run_forwarder(sys.argv[1:])
