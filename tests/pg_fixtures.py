@@ -136,8 +136,9 @@ def pg_is_external(pg_server: PgTestServer) -> bool:
 
 def _template(pg_server: PgTestServer, prefix: str, *, later_tables: bool) -> Iterator[str]:
     name = unique_db_name(prefix)
-    install_schema(pg_server.create_database(name), later_tables=later_tables)
+    dsn = pg_server.create_database(name)
     try:
+        install_schema(dsn, later_tables=later_tables)
         yield name
     finally:
         pg_server.drop_database(name)
