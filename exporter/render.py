@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "anomaly_sigma": 3,
         "anomaly_history": "24h",
         "anomaly_min_operations": 10,
+        "anomaly_min_deviation_ratio": 0.1,
         "degradation_window": "12h",
         "degradation_ratio": 1.2,
         "degradation_min_operations": 10,
@@ -340,7 +341,8 @@ def alert_groups(params: Mapping[str, Any]) -> list[dict[str, Any]]:
         "PggitLatencyAnomaly",
         f"abs(\n  ({mean} - avg_over_time({mean}[{hist}]))\n"
         f"  / stddev_over_time({mean}[{hist}])\n) > {a['anomaly_sigma']}\n"
-        f"and on ({by}) stddev_over_time({mean}[{hist}]) > 0\n"
+        f"and on ({by}) abs({mean} - avg_over_time({mean}[{hist}]))\n"
+        f"  > {a['anomaly_min_deviation_ratio']} * avg_over_time({mean}[{hist}])\n"
         f"and on ({by}) sum by ({by}) (\n  {q.events(ops_count, short)}\n)"
         f" >= {a['anomaly_min_operations']}",
         "warning", "ANOMALY",
@@ -352,7 +354,8 @@ def alert_groups(params: Mapping[str, Any]) -> list[dict[str, Any]]:
         f"{hist} mean of "
         + _lookup_template(
             f"avg_over_time({mean}{{job=\"%s\",database=\"%s\",operation_type=\"%s\"}}[{hist}])")
-        + f" (alerting above {a['anomaly_sigma']}, with at least "
+        + f" (alerting above {a['anomaly_sigma']} and "
+        f"{a['anomaly_min_deviation_ratio']:.0%} off the mean, with at least "
         f"{a['anomaly_min_operations']} operations in {short}).")
     perf.escalate(anomaly, a["warning_escalation_after"], "critical")
 
