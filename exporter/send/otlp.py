@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -90,7 +91,15 @@ def build_exporter(cfg: TracesConfig, env: Mapping[str, str] | None = None) -> S
         if cfg.compression:
             compression = (grpc.Compression.Gzip if cfg.compression == "gzip"
                            else grpc.Compression.NoCompression)
-        return OTLPSpanExporter(endpoint=cfg.endpoint, insecure=cfg.insecure,
+        from exporter.send.encode import fast_request
+
+        class WireEncodedExporter(OTLPSpanExporter):
+            """The official gRPC exporter with the faster encoder of `exporter.send.encode`."""
+
+            def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
+                return fast_request(data)
+
+        return WireEncodedExporter(endpoint=cfg.endpoint, insecure=cfg.insecure,
                                 credentials=credentials, headers=hdrs, timeout=secs,
                                 compression=compression)
     from opentelemetry.exporter.otlp.proto.http import Compression
