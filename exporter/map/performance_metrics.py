@@ -79,7 +79,7 @@ class PerformanceMetrics(Mapping):
             counts = [0] * n
             counts[bucket] = count
             ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
-            for name, amount in ((ERRORS, failed), (CPU, (cpu or 0) / 1e6),
+            for name, amount in ((ERRORS, failed), (CPU, float(cpu or 0) / 1e6),
                                  (ROWS, affected or 0)):
                 if amount:
                     ctx.agg.inc(name, labels, float(amount))
