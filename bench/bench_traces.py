@@ -73,7 +73,7 @@ def fill(dsn: str, n: int) -> None:
                 "now()::timestamp, 1000 + i %% 5000, NULL, 'bench', 's-' || (i %% 100), "
                 "1048576, 800, jsonb_build_object('rows', i %% 100, 'table', 'items', "
                 "'db', jsonb_build_object('statement', 'UPDATE items SET x = $1'))"
-                " FROM generate_series(%s, %s) AS i", (lo, hi - 1))
+                " FROM generate_series(%s::int, %s::int) AS i", (lo, hi - 1))
         conn.execute("ANALYZE pggit.operation_traces")
 
 

@@ -107,6 +107,8 @@ class TraceForwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
+        self._dirty = True
+        self._throttled = False
         self.late_ends = 0
         self._load()
         for result in ("exported", "dropped", "timed_out"):
@@ -159,6 +161,7 @@ class TraceForwarder:
             database=self.database).set(self.queue.depth)
 
     def _exported(self, n: int) -> None:
+        self._dirty = True
         self._counter("exported").inc(n)
         self._depth()
         self.on_change()
@@ -268,8 +271,12 @@ class TraceForwarder:
     def poll_once(self) -> int:
         """One poll; returns the rows consumed (a full page means: poll again at once)."""
         healthy = self.sender.stats.healthy
-        room = self.queue.room()
-        limit = min(self.cfg.batch_size, room) if healthy else self.cfg.batch_size
+        batch = self.cfg.batch_size
+        # Healthy: keep about two batches queued, enough to keep the sender busy, and leave
+        # the rest in the table; the queue's capacity is for outages.
+        ahead = max(2 * batch - self.queue.depth, 0)
+        limit = min(batch, self.queue.room(), ahead) if healthy else batch
+        self._throttled = limit == 0
         out: list[Group] = []
         timed_out = 0
         with self.connect() as conn:
@@ -306,7 +313,9 @@ class TraceForwarder:
         if timed_out:
             self._counter("timed_out").inc(timed_out)
         self._depth()
-        self._save()
+        if consumed or out or self._dirty or self.span_scan.in_pass:
+            self._dirty = False
+            self._save()
         self.on_change()
         return consumed
 
@@ -316,8 +325,9 @@ class TraceForwarder:
         delay = 0.0
         while not self._stop.wait(delay):
             try:
-                full = self.poll_once() >= max(min(self.cfg.batch_size, self.queue.room()), 1)
-                delay = 0.0 if full else self.poll_interval
+                consumed = self.poll_once()
+                # Held back by a busy sender: look again soon, not a whole interval later.
+                delay = 0.0 if consumed else (0.02 if self._throttled else self.poll_interval)
             except Exception as exc:
                 log.warning("%s: trace poll failed: %s", self.database, exc)
                 self.self_metrics["pggit_exporter_errors_total"].labels(
