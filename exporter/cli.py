@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from exporter import __version__, config, logs
@@ -105,9 +106,10 @@ def run(path: Path | None) -> int:
     return serve(service)
 
 
-def serve(service: object) -> int:
-    """Run until SIGINT/SIGTERM, then stop everything so nothing is left running."""
+def serve(service: object, duration: float | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or `duration`), then stop everything it started."""
     stop = threading.Event()
+    deadline = None if duration is None else time.monotonic() + duration
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
@@ -117,8 +119,9 @@ def serve(service: object) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     service.start()
     try:
-        while not stop.wait(1):
-            pass
+        while not stop.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     finally:
         service.stop()
     return 0
