@@ -6,6 +6,7 @@ constraint) and checks what the exporter shows on /metrics and in its logs.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from exporter import logs
 from exporter.labels import OTHER, shorten
 from tests.exporter_fixtures import (
     ExporterProcess,
@@ -395,3 +397,32 @@ def test_password_never_appears_in_logs(tmp_path: Path, log_format: str, source:
     if log_format == "json":
         for line in lines:
             assert isinstance(json.loads(line), dict), line
+
+
+@pytest.mark.parametrize("error", [
+    f"connection failed: host=db password={PASSWORD}",
+    f"connection failed: host=db password={PASSWORD} dbname=pggit",
+    f"connection failed: host=db password='{PASSWORD} with space' user=x",
+    f"connection failed: postgresql://exporter:{PASSWORD}@db:5432/pggit",
+], ids=["at-end", "in-middle", "quoted", "uri"])
+@pytest.mark.parametrize("log_format", ["logfmt", "json"])
+def test_secret_inside_a_logged_value_is_scrubbed_and_the_line_stays_valid(
+        error: str, log_format: str) -> None:
+    """Errors can echo a connection string; the secret goes, the line keeps its format."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter() if log_format == "json" else logs.LogfmtFormatter())
+    logger = logging.getLogger(f"exporter.test.scrub.{log_format}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("poll failed", extra={"error": error, "stage": "connect"})
+    finally:
+        logger.removeHandler(handler)
+    line = stream.getvalue().rstrip("\n")
+    assert PASSWORD not in line
+    assert "\n" not in line
+    if log_format == "json":
+        assert json.loads(line)["stage"] == "connect"
+    else:
+        assert line.endswith("stage=connect")
