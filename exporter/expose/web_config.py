@@ -101,8 +101,13 @@ def _tls(tls: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
         problems.append(f"{key}: cert_file and key_file are both required")
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _TLS_VERSIONS.get(tls.get("min_version", "TLS12"),
-                                                ssl.TLSVersion.TLSv1_2)
+    for name, attribute, default in (("min_version", "minimum_version", "TLS12"),
+                                     ("max_version", "maximum_version", "TLS13")):
+        version = tls.get(name, default)
+        if version not in _TLS_VERSIONS:
+            problems.append(f"{key}.{name}: must be one of {', '.join(_TLS_VERSIONS)}")
+            return None
+        setattr(context, attribute, _TLS_VERSIONS[version])
     try:
         context.load_cert_chain(base / cert, base / private)
     except (OSError, ssl.SSLError) as exc:
