@@ -286,6 +286,26 @@ def test_plain_password_instead_of_hash_is_an_error(tmp_path: Path) -> None:
     assert lines == ["web_config_file.basic_auth_users.prometheus: must be a bcrypt hash"]
 
 
+@pytest.mark.parametrize("key", ["min_version", "max_version"])
+def test_unknown_tls_version_is_an_error(tmp_path: Path, key: str) -> None:
+    cert, key_file = make_certificate(tmp_path)
+    code, lines = check_config(tmp_path, yaml.safe_dump({"tls_server_config": {
+        "cert_file": cert.name, "key_file": key_file.name, key: "TLS1.3"}}))
+    assert code == 2
+    assert lines == [f"web_config_file.tls_server_config.{key}: must be one of "
+                     "TLS10, TLS11, TLS12, TLS13"]
+
+
+def test_max_version_is_applied(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": cert.name, "key_file": key.name, "max_version": "TLS12"}}))
+    context = web_config.load(path).tls
+    assert context is not None
+    assert context.maximum_version == ssl.TLSVersion.TLSv1_2
+
+
 def test_missing_certificate_is_an_error(tmp_path: Path) -> None:
     code, lines = check_config(tmp_path, "tls_server_config:\n  cert_file: a.crt\n"
                                          "  key_file: a.key\n")
