@@ -391,7 +391,7 @@ def alert_groups(params: Mapping[str, Any]) -> list[dict[str, Any]]:
         "warning", "BASELINE_HEALTH",
         "pgGit operation {{ $labels.operation_type }} runs without an active baseline",
         "Tracked operation type {{ $labels.operation_type }} in database "
-        "{{ $labels.database }} runs ({{ $value | humanize }} operations per second) but "
+        "{{ $labels.database }} runs ({{ $value | printf \"%.3g\" }} operations per second) but "
         "has no active baseline, so pgGit cannot detect threshold violations for it.",
         for_=a["baseline_missing_for"])
     max_age = parse_duration(a["baseline_max_age"])
