@@ -18,10 +18,9 @@ from exporter.expose.http import HttpServer
 from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.poller import DatabasePoller
+from exporter.send.forwarder import TraceForwarder, tracing_enabled
 
 log = logging.getLogger("exporter.service")
-
-OTLP_ENDPOINT_VARS = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"}
 
 
 class Service:
@@ -46,13 +45,12 @@ class Service:
 
     def _add_senders(self, db_cfg: Any, database: Database, poller: DatabasePoller) -> None:
         """Trace forwarding and snooze silences, when configured, share the database's pool."""
-        if self.cfg.traces.endpoint or OTLP_ENDPOINT_VARS & set(os.environ):
-            from exporter.send.forwarder import TraceForwarder
-
+        if tracing_enabled(self.cfg.traces, os.environ):
             forwarder = TraceForwarder(
                 db_cfg.name, database.connect, db_cfg.schema, db_cfg.table, self.cfg.traces,
                 self.cfg.state_dir, self.self_metrics, self.exposition.changed,
-                self.cfg.span_buckets, poller.cap, db_cfg.name)
+                self.cfg.span_buckets, poller.cap, db_cfg.name,
+                poll_interval=self.cfg.poll_interval)
             self.components.append(forwarder)
             self.exposition.add_source(forwarder.collect)
         if self.cfg.silences.enabled:
