@@ -113,16 +113,18 @@ def recorded_rule_names() -> set[str]:
 
 
 class PrometheusServer:
-    """The real `prometheus` binary scraping given targets every second, on a loopback port."""
+    """The real `prometheus` binary scraping given targets, on a loopback port."""
 
     def __init__(self, workdir: Path, port: int, targets: list[str],
-                 rule_files: list[Path], job: str = "pggit-exporter") -> None:
+                 rule_files: list[Path], job: str = "pggit-exporter",
+                 scrape_interval: str = "1s") -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise FileNotFoundError("prometheus")
         self.url = f"http://127.0.0.1:{port}"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
+                       "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
         }
@@ -162,6 +164,34 @@ class PrometheusServer:
         self.log.flush()
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+class AlertmanagerServer:
+    """The real Alertmanager on a loopback port, clustering off, routing everything nowhere."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            raise FileNotFoundError("alertmanager")
+        self.url = f"http://127.0.0.1:{port}"
+        cfg_path = workdir / "alertmanager.yml"
+        cfg_path.write_text(yaml.safe_dump({"route": {"receiver": "null"},
+                                            "receivers": [{"name": "null"}]}))
+        self.log = (workdir / "alertmanager.log").open("wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={cfg_path}", f"--storage.path={workdir / 'am'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+            stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
