@@ -23,6 +23,7 @@ import cProfile
 import io
 import pstats
 import time
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from exporter.labels import LabelCap
 from exporter.map.base import Context
 from exporter.map.branches import BranchNames
 from exporter.map.performance_baselines import PerformanceBaselines
-from exporter.map.performance_metrics import HIST, PerformanceMetrics
+from exporter.map.performance_metrics import CPU, ERRORS, HIST, ROWS, VIOLATIONS, PerformanceMetrics
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import read_table, take_snapshot
 
@@ -87,8 +88,12 @@ def read_rows(setup: Setup, conn: psycopg.Connection, limit: int,
     return result.rows, took
 
 
-def bare_fetch(conn: psycopg.Connection, limit: int) -> tuple[int, float]:
-    """The SELECT read_table issues for this mapping, paged the same way, rows discarded."""
+def bare_fetch(conn: psycopg.Connection, limit: int, binary: bool = False
+               ) -> tuple[int, float]:
+    """The SELECT read_table issues for this mapping, paged the same way, rows discarded.
+
+    `binary` asks for binary results (psycopg parses numbers without text conversion).
+    """
     query = ("SELECT metric_id, true, operation_type, branch_id, duration_microseconds, "
              "cpu_microseconds, rows_affected, error_details IS NOT NULL, "
              "extract(epoch FROM (recorded_at)::timestamptz)::float8 "
@@ -96,7 +101,7 @@ def bare_fetch(conn: psycopg.Connection, limit: int) -> tuple[int, float]:
     t = time.perf_counter()
     last, n = 0, 0
     while n < limit:
-        rows = conn.execute(query, (last, BATCH)).fetchall()
+        rows = conn.execute(query, (last, BATCH), binary=binary).fetchall()
         if not rows:
             break
         last = rows[-1][0]
@@ -128,6 +133,7 @@ def run(server: common.BenchServer, rows: int, repeat: int = 3, profile: bool = 
                 observe(ctx, row)
 
         best, times = common.best_of(mapping, repeat)
+        reference = ctx.agg
         out["label_sets"] = len(ctx.agg.histograms[HIST])
         out["loops"]["mapping"] = _rate(n, best, times)
 
@@ -142,6 +148,21 @@ def run(server: common.BenchServer, rows: int, repeat: int = 3, profile: bool = 
 
         fetches = [bare_fetch(conn, rows)[1] for _ in range(max(1, repeat - 1))]
         out["loops"]["psycopg_fetch"] = _rate(n, min(fetches), fetches)
+
+        fetches = [bare_fetch(conn, rows, binary=True)[1] for _ in range(max(1, repeat - 1))]
+        out["loops"]["psycopg_fetch_binary"] = _rate(n, min(fetches), fetches)
+
+        def suggested() -> None:
+            nonlocal ctx
+            ctx = setup.context()
+            series: dict[tuple[str, int | None], list[Any]] = {}
+            for row in data:
+                observe_suggested(setup, ctx, series, row)
+            flush_suggested(ctx, series)
+
+        best, times = common.best_of(suggested, repeat)
+        out["loops"]["mapping_suggested"] = _rate(n, best, times)
+        out["mapping_suggested_same_result"] = same(reference, ctx.agg)
 
         names = setup.branches.names
         buckets = tuple(cfg.buckets)
@@ -179,6 +200,66 @@ def run(server: common.BenchServer, rows: int, repeat: int = 3, profile: bool = 
     out["target_rows_per_second"] = 400_000
     out["meets_target"] = out["loops"]["end_to_end"]["rows_per_second"] >= 400_000
     return out
+
+
+def observe_suggested(setup: Setup, ctx: Context, series: dict[tuple[str, int | None],
+                      list[Any]], row: tuple[Any, ...]) -> None:
+    """A prototype of the change suggested for `PerformanceMetrics.observe` (not the
+    exporter's code): label tuple and histogram cell looked up once per (operation, branch)
+    per poll, counters summed per series and added to the aggregates once per poll, and the
+    baseline history consulted only above the operation's lowest threshold."""
+    _, _, op, branch_id, us, cpu, rows, failed, at = row
+    if us is None or us < 0:
+        ctx.on_invalid("performance_metrics")
+        return
+    s = series.get((op, branch_id))
+    if s is None:
+        labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
+        cells = ctx.agg.histograms[HIST]
+        cell = cells.get(labels)
+        if cell is None:
+            cell = cells[labels] = [0] * (len(ctx.agg.bounds[HIST]) + 1) + [0.0]
+        s = series[(op, branch_id)] = [labels, cell, 0, 0, 0, 0,
+                                       setup.baselines.history.min_threshold.get(op)]
+    cell = s[1]
+    cell[bisect_right(setup.mapping.thresholds, us)] += 1
+    cell[-1] += us / 1e6
+    if failed:
+        s[2] += 1
+    if cpu:
+        s[3] += cpu
+    if rows:
+        s[4] += rows
+    if s[6] is not None and us > s[6]:
+        threshold = setup.baselines.history.threshold_at(op, branch_id, at)
+        if threshold is not None and us > threshold:
+            s[5] += 1
+
+
+def flush_suggested(ctx: Context, series: dict[tuple[str, int | None], list[Any]]) -> None:
+    for labels, _, failed, cpu, rows, violations, _ in series.values():
+        for name, amount in ((ERRORS, failed), (CPU, cpu / 1e6), (ROWS, rows),
+                             (VIOLATIONS, violations)):
+            if amount:
+                ctx.agg.inc(name, labels, amount)
+
+
+def same(a: Aggregates, b: Aggregates) -> bool:
+    """Equal histograms and counters (sums compared to 1e-9 relative: addition order differs)."""
+    def close(x: float, y: float) -> bool:
+        return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
+
+    if a.histograms[HIST].keys() != b.histograms[HIST].keys():
+        return False
+    for labels, cell in a.histograms[HIST].items():
+        other = b.histograms[HIST][labels]
+        if cell[:-1] != other[:-1] or not close(cell[-1], other[-1]):
+            return False
+    for name in (ERRORS, CPU, ROWS, VIOLATIONS):
+        x, y = a.counters.get(name, {}), b.counters.get(name, {})
+        if x.keys() != y.keys() or not all(close(v, y[k]) for k, v in x.items()):
+            return False
+    return True
 
 
 def _rate(n: int, best: float, times: list[float]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -55,7 +56,7 @@ SERVER_SETTINGS: dict[str, str | int | float | bool] = {
     # A modest production-like server; only max_wal_size is raised, so the bulk load does not
     # checkpoint every few seconds (it changes nothing a poll does).
     "shared_buffers": "512MB",
-    "maintenance_work_mem": "512MB",
+    "maintenance_work_mem": "1GB",
     "max_wal_size": "8GB",
     "max_parallel_maintenance_workers": 0,
 }
@@ -131,8 +132,15 @@ class BenchServer:
         return psycopg.connect(self.exporter_dsn(dbname), password=EXPORTER_PASSWORD)
 
 
+def _exit_on_term(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
+
+
 @contextlib.contextmanager
 def server_from_args(args: argparse.Namespace) -> Iterator[BenchServer]:
+    """The server for a command-line run; SIGTERM also stops it (a background job ignores
+    SIGINT, and a kept data directory must not be left with a server running on it)."""
+    signal.signal(signal.SIGTERM, _exit_on_term)
     server = BenchServer(Path(args.data_dir) if args.data_dir else None)
     try:
         yield server
@@ -510,24 +518,25 @@ class StatementTimes:
         self.server = server
         self.dbname = dbname
         self.conn = psycopg.connect(server.superuser_dsn(dbname), autocommit=True)
+        self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         self.ids = self.conn.execute(
             "SELECT (SELECT oid FROM pg_roles WHERE rolname = %s),"
             " (SELECT oid FROM pg_database WHERE datname = %s)",
             (EXPORTER_ROLE, dbname)).fetchone()
 
     def reset(self) -> None:
-        self.conn.execute("SELECT pg_stat_statements_reset(%s, %s, 0)", self.ids)
+        self.conn.execute("SELECT pg_stat_statements_reset(%s::oid, %s::oid, 0::bigint)", self.ids)
 
     def total_ms(self) -> float:
         row = self.conn.execute(
             "SELECT coalesce(sum(total_exec_time + total_plan_time), 0) FROM pg_stat_statements"
-            " WHERE userid = %s AND dbid = %s", self.ids).fetchone()
+            " WHERE userid = %s::oid AND dbid = %s::oid", self.ids).fetchone()
         return float(row[0])
 
     def by_statement(self, limit: int = 12) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT calls, total_exec_time + total_plan_time, rows, query FROM pg_stat_statements"
-            " WHERE userid = %s AND dbid = %s ORDER BY 2 DESC LIMIT %s",
+            " WHERE userid = %s::oid AND dbid = %s::oid ORDER BY 2 DESC LIMIT %s",
             (*self.ids, limit)).fetchall()
         return [{"calls": c, "total_ms": round(t, 3), "rows": r,
                  "query": " ".join(q.split())[:300]} for c, t, r, q in rows]
