@@ -58,11 +58,21 @@ def _poll(server: common.BenchServer, sizes: list[int]) -> dict[str, Any]:
     return {"sizes": runs, "summary": bench_poll.flatness(runs)}
 
 
+REFERENCE = {"observe": 420_000, "observe_cached": 730_000, "generate_latest_ms": 77.0,
+             "psycopg_rows_per_second": 1_800_000}
+"""The issue's numbers for the reference loops on its hardware, used to scale ours."""
+
+
 def summary(r: dict[str, Any]) -> str:
     """The numbers against the issue's targets, for the closing note."""
     m = r["machine"]
     ing = r["ingest"]["loops"]
     rend = r["render"]
+    # How much slower this run's machine is than the issue's, per kind of work.
+    py = REFERENCE["observe"] / ing["prometheus_client"]["rows_per_second"]
+    enc = REFERENCE["generate_latest_ms"] / rend["histogram_only"]["prometheus_client"][
+        "median_ms"]
+    db = REFERENCE["psycopg_rows_per_second"] / ing["psycopg_fetch"]["rows_per_second"]
     lines = [
         "# Benchmark results",
         "",
@@ -75,10 +85,12 @@ def summary(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| ingest, table → histograms (`read_table` + mapping), {r['ingest']['rows']:,} rows "
         f"| ≥ 400,000 rows/s | {ing['end_to_end']['rows_per_second']:,} rows/s "
-        f"(mapping alone {ing['mapping']['rows_per_second']:,}) "
-        f"| psycopg fetch {ing['psycopg_fetch']['rows_per_second']:,}; prometheus_client "
-        f"observe {ing['prometheus_client']['rows_per_second']:,}, cached children "
-        f"{ing['prometheus_client_cached']['rows_per_second']:,} |",
+        f"(mapping alone {ing['mapping']['rows_per_second']:,}; suggested mapping "
+        f"{ing.get('mapping_suggested', {}).get('rows_per_second', 0):,}) "
+        f"| psycopg fetch {ing['psycopg_fetch']['rows_per_second']:,} "
+        f"(binary {ing.get('psycopg_fetch_binary', {}).get('rows_per_second', 0):,}); "
+        f"prometheus_client observe {ing['prometheus_client']['rows_per_second']:,}, "
+        f"cached children {ing['prometheus_client_cached']['rows_per_second']:,} |",
     ]
     for b in r["backfill"]:
         lines.append(
@@ -98,7 +110,8 @@ def summary(r: dict[str, Any]) -> str:
         lines.append(
             f"| /metrics, 660 label sets, 14 buckets, {label} | ≤ 20 ms "
             f"| cached {page['ours_cached']['median_ms']} ms, uncached "
-            f"{page['ours_uncached']['median_ms']} ms (median) "
+            f"{page['ours_uncached']['median_ms']} ms (median); prototype direct encoder "
+            f"{page.get('prototype_direct_text', {}).get('median_ms')} ms "
             f"| prometheus_client generate_latest {page['prometheus_client']['median_ms']} ms |")
     for mem in r["memory"]:
         lines.append(
@@ -114,8 +127,36 @@ def summary(r: dict[str, Any]) -> str:
         f"| median {lat['median']} s, p90 {lat['p90']} s, max {lat['max']} s "
         f"({f['within_target_fraction']:.0%} within 2 s) "
         f"| scrape median {f['scrape_ms']['median']} ms |")
-    lines += ["", f"Method for poll database time: {poll['sizes'][0]['method']}.",
-              f"Seconds per step: {r['seconds_per_step']}.", ""]
+    large = r["backfill"][-1]
+    proto_ms = (rend["histogram_and_counters"].get("prototype_direct_text") or {}).get(
+        "median_ms", 0.0)
+    lines += [
+        "",
+        "## Scaled to the issue's reference machine (estimates)",
+        "",
+        f"This run's machine was {py:.1f}x slower than the issue's for Python loops "
+        f"(prometheus_client observe: {ing['prometheus_client']['rows_per_second']:,} vs "
+        f"{REFERENCE['observe']:,} rows/s), {enc:.1f}x for encoding (generate_latest "
+        f"{rend['histogram_only']['prometheus_client']['median_ms']} vs "
+        f"{REFERENCE['generate_latest_ms']} ms) and {db:.1f}x for reading rows (psycopg "
+        f"{ing['psycopg_fetch']['rows_per_second']:,} vs "
+        f"{REFERENCE['psycopg_rows_per_second']:,} rows/s). Dividing by these factors:",
+        "",
+        f"- mapping {ing['mapping']['rows_per_second'] * py:,.0f} rows/s, suggested mapping "
+        f"{ing.get('mapping_suggested', {}).get('rows_per_second', 0) * py:,.0f} rows/s; "
+        f"end to end about {ing['end_to_end']['rows_per_second'] * min(py, db):,.0f} rows/s "
+        f"(lower factor);",
+        f"- uncached /metrics {rend['histogram_only']['ours_uncached']['median_ms'] * enc:.0f} ms "
+        f"(histogram) / "
+        f"{rend['histogram_and_counters']['ours_uncached']['median_ms'] * enc:.0f} ms "
+        f"(with counters); prototype encoder "
+        f"{proto_ms * enc:.1f} ms;",
+        f"- backfill of {large['rows']:,} rows {large['seconds'] / db:.1f} s.",
+        "",
+        f"Method for poll database time: {poll['sizes'][0]['method']}.",
+        f"Seconds per step: {r['seconds_per_step']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -124,9 +165,16 @@ def main() -> None:
     parser.add_argument("--data-dir", help="keep the server's data here (reused next run)")
     parser.add_argument("--quick", action="store_true", help="100k/1M rows instead of 1M/10M")
     parser.add_argument("--results", default=str(common.RESULTS_DIR))
+    parser.add_argument("--summary-only", action="store_true",
+                        help="rewrite summary.md from an existing results.json")
     args = parser.parse_args()
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        (out / "summary.md").write_text(summary(results), encoding="utf-8")
+        print(summary(results))
+        return
     with common.server_from_args(args) as server:
         results = run(server, args.quick)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n",
