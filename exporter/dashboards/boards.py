@@ -209,11 +209,18 @@ def operation() -> Board:
     b.row("Latency")
     b.add(
         heatmap("Latency heatmap",
-                "Distribution of durations from the histogram buckets. Exemplar dots carry "
-                "trace ids: click one to open the trace in the trace backend.",
+                "Distribution of operation durations from the histogram buckets. "
+                "performance_metrics rows carry no trace id, so the trace links are on the "
+                "span heatmap beside it.",
                 "v_operation_performance_summary (p50_ms, p99_ms, min_ms, max_ms)",
                 Query(f"sum by (le) ({increase(DURATION + '_bucket', window=RI)})"),
-                width=24, height=9),
+                width=12, height=9),
+        heatmap("Span durations with trace exemplars",
+                "Distribution of this operation's span durations. Exemplar dots carry the "
+                "OTLP trace id: click one to open that trace in the trace backend.",
+                "v_trace_hierarchy (duration_ms) for this operation type",
+                Query(f"sum by (le) ({increase(SPAN + '_bucket', window=RI)})"),
+                width=12, height=9),
         timeseries("p99 against baseline and alert threshold",
                    "Observed p99 with the active baseline's p99 and its alert threshold "
                    "(p99 times alert_threshold_multiplier) drawn as lines. Above the threshold "
