@@ -39,6 +39,18 @@ class LabelCap:
         """Mark values as already exported (from a checkpoint); they never fold."""
         self._admitted.setdefault(label, set()).update(values)
 
+    def peek(self, label: str, value: str | None) -> str:
+        """The value a gauge shows, without admitting it or counting an overflow.
+
+        Gauges are rebuilt at every refresh from lookup tables; letting them admit values
+        would spend the cap on names no row ever carried and count a fold per refresh.
+        """
+        if value is None:
+            return ""
+        short = shorten(value, self.max_length)
+        admitted = self._admitted.get(label, set())
+        return short if short in admitted or len(admitted) < self.max_values else OTHER
+
     def __call__(self, label: str, value: str | None) -> str:
         if value is None:
             return ""

@@ -261,6 +261,9 @@ class DatabasePoller:
                     sql.Literal(int(self.db_cfg.backfill_statement_timeout * 1000))))
                 cursors[m.table] = start_cursor(conn, m, table, ctx, snap,
                                                 self.cfg.start_position)
+                latest = newest_time(conn, m, table)
+                if latest is not None:
+                    newest[m.table] = latest
                 conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
                     sql.Literal(int(self.db_cfg.statement_timeout * 1000))))
                 log.info("read position initialised", extra={
@@ -319,6 +322,17 @@ class DatabasePoller:
         yield from families.from_aggregates(agg, prefix, counters)
         for gauge_name, series in gauges.items():
             yield families.gauge(gauge_name, series, prefix)
+
+
+def newest_time(conn: psycopg.Connection, m: Mapping, table: sql.Composed) -> float | None:
+    """Time of the newest row by id (an index lookup), so lag is known from the first poll."""
+    spec = m.incremental
+    if spec is None or spec.time is None:
+        return None
+    row = conn.execute(sql.SQL(
+        "SELECT extract(epoch FROM ({})::timestamptz)::float8 FROM {} ORDER BY {} DESC LIMIT 1"
+    ).format(sql.SQL(spec.time), table, sql.Identifier(spec.id_column))).fetchone()
+    return None if row is None else row[0]
 
 
 def _one_line(exc: BaseException) -> str:

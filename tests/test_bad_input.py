@@ -352,10 +352,6 @@ def test_label_cap_mapping_is_stable_across_a_restart(pggit_dsn: str, tmp_path: 
         second.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "performance_operation_types gauges pass every seeded type through the same LabelCap: "
-    "they take cap slots and call on_overflow at each gauge refresh, so the overflow counter "
-    "grows with no rows folded (see the report)"))
 def test_overflow_counter_counts_rows_not_gauge_refreshes(
         pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> None:
     exporter = run_exporter(pggit_dsn, max_label_values=5, gauge_interval="200ms")

@@ -87,9 +87,6 @@ def test_server_zone_is_really_not_utc(tz_pggit_dsn: str) -> None:
     assert offset <= -4 * HOUR
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "poller._read: start_cursor() (backfill or 'now') never sets newest[table], so "
-    "pggit_exporter_lag_seconds is missing until a new row arrives (see the report)"))
 def test_lag_is_known_right_after_backfill(
         tz_pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> None:
     workload(tz_pggit_dsn)

@@ -19,4 +19,4 @@ class AlertSnooze(Mapping):
                WHERE is_active IS NOT FALSE AND snooze_until > localtimestamp
                GROUP BY 1, 2""").format(table))
         return {"pggit_alert_snoozes_active": {
-            (ctx.cap("operation_type", op), alert_type): n for op, alert_type, n in rows}}
+            (ctx.gauge_label("operation_type", op), alert_type): n for op, alert_type, n in rows}}

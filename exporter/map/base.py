@@ -49,6 +49,13 @@ class Context:
     def branch(self, branch_id: int | None) -> str:
         return self.cap("branch", self.branch_name(branch_id))
 
+    def gauge_label(self, label: str, value: str | None) -> str:
+        """Label values for gauges go through the cap without spending it (see LabelCap.peek)."""
+        return self.cap.peek(label, value)
+
+    def gauge_branch(self, branch_id: int | None) -> str:
+        return self.cap.peek("branch", self.branch_name(branch_id))
+
 
 class Mapping:
     """Base class: subclasses set the attributes and override what their table supports."""

@@ -33,4 +33,4 @@ class BaselineRecalcExecution(Mapping):
                       extract(epoch FROM max(coalesce(end_time, start_time))::timestamptz)::float8
                FROM {} WHERE status = 'SUCCESS' GROUP BY 1""").format(table))
         return {"pggit_baseline_recalculation_last_success_timestamp_seconds": {
-            (ctx.cap("operation_type", op),): at for op, at in rows}}
+            (ctx.gauge_label("operation_type", op),): at for op, at in rows}}

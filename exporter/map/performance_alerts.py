@@ -48,7 +48,7 @@ class PerformanceAlerts(Mapping):
         out: Gauges = {"pggit_alerts_open": {},
                        "pggit_alerts_oldest_open_timestamp_seconds": {}}
         for op, alert_type, severity, count, oldest in rows:
-            labels = (ctx.cap("operation_type", op), alert_type, severity)
+            labels = (ctx.gauge_label("operation_type", op), alert_type, severity)
             out["pggit_alerts_open"][labels] = out["pggit_alerts_open"].get(labels, 0) + count
             current = out["pggit_alerts_oldest_open_timestamp_seconds"].get(labels, oldest)
             out["pggit_alerts_oldest_open_timestamp_seconds"][labels] = min(current, oldest)

@@ -36,4 +36,4 @@ class PerformanceBaselineHistory(Mapping):
                FROM {} WHERE percent_change IS NOT NULL
                ORDER BY operation_type, calculated_at DESC, history_id DESC""").format(table))
         return {"pggit_baseline_last_change_ratio": {
-            (ctx.cap("operation_type", op),): float(change) / 100 for op, change in rows}}
+            (ctx.gauge_label("operation_type", op),): float(change) / 100 for op, change in rows}}

@@ -99,8 +99,8 @@ class PerformanceBaselines(Mapping):
         for row in rows:
             op, branch_id, calculated, samples, multiplier = row[:5]
             multiplier = float(2 if multiplier is None else multiplier)
-            labels = (ctx.cap("operation_type", op),
-                      "" if branch_id is None else ctx.branch(branch_id))
+            labels = (ctx.gauge_label("operation_type", op),
+                      "" if branch_id is None else ctx.gauge_branch(branch_id))
             for quantile, i in QUANTILES:
                 out["pggit_baseline_duration_seconds"][(*labels, quantile)] = row[i] / 1e6
             out["pggit_baseline_threshold_seconds"][labels] = row[9] * multiplier / 1e6

@@ -18,4 +18,4 @@ class PerformanceCorrelations(Mapping):
             """SELECT coalesce(shared_bottleneck, 'unknown'), coalesce(severity, 'INFO'), count(*)
                FROM {} WHERE is_active IS NOT FALSE GROUP BY 1, 2""").format(table))
         return {"pggit_correlations_active": {
-            (ctx.cap("shared_bottleneck", b), s): n for b, s, n in rows}}
+            (ctx.gauge_label("shared_bottleneck", b), s): n for b, s, n in rows}}

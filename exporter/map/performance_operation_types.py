@@ -18,5 +18,5 @@ class PerformanceOperationTypes(Mapping):
             "SELECT operation_type, coalesce(category, ''), coalesce(is_tracked, true) FROM {}"
         ).format(table))
         return {"pggit_operation_type_info": {
-            (ctx.cap("operation_type", op), category, "true" if tracked else "false"): 1
+            (ctx.gauge_label("operation_type", op), category, "true" if tracked else "false"): 1
             for op, category, tracked in rows}}

@@ -35,4 +35,4 @@ class ScheduledJobExecution(Mapping):
                       max(coalesce(execution_end, execution_start))::timestamptz)::float8
                FROM {} WHERE status = 'SUCCESS' GROUP BY 1""").format(table))
         return {"pggit_scheduled_job_last_success_timestamp_seconds": {
-            (ctx.cap("job_name", job),): at for job, at in rows}}
+            (ctx.gauge_label("job_name", job),): at for job, at in rows}}
