@@ -72,7 +72,7 @@ class TracesConfig:
     certificate_file: Path | None = None
     client_key_file: Path | None = None
     client_certificate_file: Path | None = None
-    timeout: float = 10.0
+    timeout: float | None = None
     compression: str | None = None
     service_name: str = "pggit"
     user_name: str = "off"
@@ -307,7 +307,7 @@ def _traces(data: Any, problems: list[str]) -> TracesConfig:
         certificate_file=r.path_("certificate_file"),
         client_key_file=r.path_("client_key_file"),
         client_certificate_file=r.path_("client_certificate_file"),
-        timeout=r.duration("timeout", 10.0),
+        timeout=r.duration("timeout", None),
         compression=r.typed("compression", None, _compression, "gzip or none"),
         service_name=r.string("service_name", "pggit"),
         user_name=r.choice("user_name", "off", ("off", "hashed", "plain")),

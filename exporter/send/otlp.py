@@ -30,8 +30,6 @@ PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROTOCOL = "http/protobuf"
 """The OpenTelemetry specification's default when neither YAML nor environment says."""
 
-TIMEOUT_ENV = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
-DEFAULT_TIMEOUT = TracesConfig.timeout
 
 
 def protocol(cfg: TracesConfig, env: Mapping[str, str]) -> str:
@@ -62,19 +60,12 @@ def http_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def timeout(cfg: TracesConfig, env: Mapping[str, str]) -> float | None:
-    """The YAML timeout, unless it is the default and the environment names one."""
-    if cfg.timeout == DEFAULT_TIMEOUT and any(env.get(v) for v in TIMEOUT_ENV):
-        return None
-    return cfg.timeout
-
-
 def build_exporter(cfg: TracesConfig, env: Mapping[str, str] | None = None) -> SpanExporter:
     """The SDK exporter for the configured protocol; unset fields fall to the SDK's env reading."""
     env = os.environ if env is None else env
     proto = protocol(cfg, env)
     hdrs = headers(cfg)
-    secs = timeout(cfg, env)
+    secs = cfg.timeout  # None: the SDK reads OTEL_EXPORTER_OTLP_*TIMEOUT, else 10 s
     if proto == "grpc":
         import grpc
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
