@@ -472,12 +472,29 @@ def alert_groups(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     exp.add(
         "PggitExporterLagHigh",
         f"max by (job, instance, database, table) ({q.m('pggit_exporter_lag_seconds')})"
-        f" > {parse_duration(a['exporter_lag']):g}",
+        f" > {parse_duration(a['exporter_lag']):g}\n"
+        "and on (job, instance, database, table)\n"
+        f"sum by (job, instance, database, table) "
+        f"(rate({q.m('pggit_exporter_rows_read_total')}[{short}])) > 0",
         "warning", "EXPORTER",
         "pggit-exporter lags behind {{ $labels.table }} in {{ $labels.database }}",
-        "The newest row read from {{ $labels.table }} in database {{ $labels.database }} is "
+        "The exporter is reading rows of {{ $labels.table }} in database "
+        "{{ $labels.database }}, but the newest it has read is "
         "{{ $value | humanizeDuration }} old (alerting above "
-        f"{a['exporter_lag']} for {a['exporter_lag_for']}).",
+        f"{a['exporter_lag']} for {a['exporter_lag_for']}): it is working through a "
+        "backlog.",
+        for_=a["exporter_lag_for"])
+    exp.add(
+        "PggitExporterPollStalled",
+        f"time() - {q.m('pggit_exporter_last_poll_success_timestamp_seconds')}"
+        f" > {parse_duration(a['exporter_lag']):g}\n"
+        f"and on (job, instance, database) {q.m('pggit_up')} == 1",
+        "warning", "EXPORTER",
+        "pggit-exporter has not finished a poll of {{ $labels.database }} for a while",
+        "The last successful poll of database {{ $labels.database }} on "
+        "{{ $labels.instance }} ended {{ $value | humanizeDuration }} ago (alerting above "
+        f"{a['exporter_lag']} for {a['exporter_lag_for']}) although the database answers: "
+        "the poller hangs or one poll takes very long.",
         for_=a["exporter_lag_for"])
     ew = a["exporter_event_window"]
     exp.add(
