@@ -145,7 +145,8 @@ def test_prometheus_scrapes_the_exporter_service_and_alerts_the_alertmanager() -
     prom = load_yaml(repo_file("prometheus", "/etc/prometheus/prometheus.yml"))
     targets = {t for job in prom["scrape_configs"] for sc in job.get("static_configs", [])
                for t in sc["targets"]}
-    assert f"{EXPORTER_SERVICE}:{EXPORTER_PORT}" in targets
+    assert f"{EXPORTER_SERVICE}:{EXPORTER_PORT}" in targets, (
+        "inside the stack the exporter is reached by its service name, not localhost")
     for target in targets:
         host, _ = host_port(target)
         assert host in SERVICES or host == "localhost", target
@@ -153,8 +154,10 @@ def test_prometheus_scrapes_the_exporter_service_and_alerts_the_alertmanager() -
                   for sc in am.get("static_configs", []) for t in sc["targets"]}
     assert am_targets == {"alertmanager:9093"}
     for pattern in prom["rule_files"]:
-        rules_dir = repo_file("prometheus", str(Path(pattern).parent))
-        assert list(rules_dir.glob(Path(pattern).name)), pattern
+        # Relative rule paths are relative to the config file's directory in the container.
+        in_container = Path("/etc/prometheus") / pattern
+        rules_dir = repo_file("prometheus", str(in_container.parent))
+        assert list(rules_dir.glob(in_container.name)), pattern
 
 
 def test_alertmanager_secret_files_exist_and_chat_webhooks_reach_the_sink() -> None:
