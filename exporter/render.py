@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "anomaly_history": "24h",
         "anomaly_min_operations": 10,
         "anomaly_min_deviation_ratio": 0.1,
+        "anomaly_min_history": "1h",
         "degradation_window": "12h",
         "degradation_ratio": 1.2,
         "degradation_min_operations": 10,
@@ -120,11 +122,23 @@ def merge_params(overrides: Mapping[str, Any] | None, base: Mapping[str, Any] = 
     return result
 
 
+DURATION_KEYS = re.compile(r"(window|for|after|age|history|lag|interval|wait|timeout)$")
+
+
 def load_params(path: Path | None) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path is not None else {}
     if data is not None and not isinstance(data, dict):
         raise ParamsError("params: must be a mapping")
-    return merge_params(data)
+    params = merge_params(data)
+    for section in ("alerts", "alertmanager"):
+        for key, value in params[section].items():
+            if DURATION_KEYS.search(key):
+                try:
+                    parse_duration(value)
+                except ValueError:
+                    raise ParamsError(f"{section}.{key}: must be a positive duration such as "
+                                      f"30s, 5m or 1h, got {value!r}") from None
+    return params
 
 
 # ---------------------------------------------------------------------------- PromQL helpers
@@ -149,7 +163,8 @@ class _Q:
         difference to the sample `window` ago is exact, and a series that did not exist then
         counts from zero. Negative differences (a counter reset) are clamped away.
         """
-        return f"clamp_min({series} - ({series} offset {window} or {series} * 0), 0)"
+        return (f"clamp_min(\n    {series}\n    - ({series} offset {window}\n"
+                f"       or {series} * 0),\n    0\n  )")
 
 
 def _quantile_name(q: float) -> str:
@@ -246,7 +261,7 @@ class _Alerts:
     def add(self, name: str, expr: str, severity: str, alert_type: str, summary: str,
             description: str, for_: str | None = None, runbook: str | None = None) -> dict:
         rule: dict[str, Any] = {"alert": name, "expr": expr}
-        if for_ and parse_duration(for_) > 0:
+        if for_:
             rule["for"] = for_
         rule["labels"] = {"severity": severity, "alert_type": alert_type}
         rule["annotations"] = {
@@ -265,7 +280,7 @@ class _Alerts:
         It keeps the base's labels and values (its annotations still name the operation and the
         numbers), and the inhibition then mutes the base WARNING while it fires.
         """
-        total = parse_duration(base.get("for", "0s")) if "for" in base else 0.0
+        total = parse_duration(base["for"]) if "for" in base else 0.0
         total += parse_duration(after)
         ann = base["annotations"]
         self.rules.append({
@@ -344,7 +359,8 @@ def alert_groups(params: Mapping[str, Any]) -> list[dict[str, Any]]:
         f"and on ({by}) abs({mean} - avg_over_time({mean}[{hist}]))\n"
         f"  > {a['anomaly_min_deviation_ratio']} * avg_over_time({mean}[{hist}])\n"
         f"and on ({by}) sum by ({by}) (\n  {q.events(ops_count, short)}\n)"
-        f" >= {a['anomaly_min_operations']}",
+        f" >= {a['anomaly_min_operations']}\n"
+        f"and on ({by}) {mean} offset {a['anomaly_min_history']}",
         "warning", "ANOMALY",
         "Latency anomaly for pgGit operation {{ $labels.operation_type }}",
         f"The {short} mean latency of {{{{ $labels.operation_type }}}} in database "
@@ -356,7 +372,8 @@ def alert_groups(params: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"avg_over_time({mean}{{job=\"%s\",database=\"%s\",operation_type=\"%s\"}}[{hist}])")
         + f" (alerting above {a['anomaly_sigma']} and "
         f"{a['anomaly_min_deviation_ratio']:.0%} off the mean, with at least "
-        f"{a['anomaly_min_operations']} operations in {short}).")
+        f"{a['anomaly_min_operations']} operations in {short} and "
+        f"{a['anomaly_min_history']} of history).")
     perf.escalate(anomaly, a["warning_escalation_after"], "critical")
 
     dw = a["degradation_window"]
