@@ -54,6 +54,13 @@ def test_unknown_parameter_is_rejected_with_its_key(tmp_path: Path) -> None:
     assert render.run(_args(params=params, out_dir=tmp_path, check=False)) == 2
 
 
+def test_bad_duration_is_rejected_with_its_key(tmp_path: Path) -> None:
+    params = tmp_path / "params.yml"
+    params.write_text("alertmanager:\n  group_wait: soon\n")
+    with pytest.raises(render.ParamsError, match=r"alertmanager\.group_wait"):
+        render.load_params(params)
+
+
 def test_parameters_reach_the_rules() -> None:
     params = render.merge_params({"alerts": {"escalation_count": 5, "escalation_window": "2h"}})
     rule = next(r for r in render.alert_rules(params) if r["alert"] == "PggitThresholdEscalation")
