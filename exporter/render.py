@@ -659,6 +659,10 @@ MAINTENANCE_EXAMPLE = """\
 class _Dumper(yaml.SafeDumper):
     """Block style, and multi-line strings (PromQL) as literal blocks so they stay readable."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        """Shared receiver lists are written out in full: `*id001` helps no reader."""
+        return True
+
 
 def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
     style = "|" if "\n" in data else None
