@@ -158,15 +158,24 @@ def test_slow_operations_page_warning_then_critical_once_and_snooze_mutes(
 
     # Several group intervals later: no repeat of either group (the CRITICAL inhibits the
     # WARNING), and nothing at all for the snoozed operation, although its alerts fire.
-    def rollback_suppressed() -> bool:
-        alerts = [a for a in http_json("GET", f"{stack.am_url}/api/v2/alerts")
-                  if a["labels"].get("operation_type") == "rollback"]
-        names = {a["labels"]["alertname"] for a in alerts if a["status"]["silencedBy"]}
-        return {"PggitThresholdExceeded", "PggitThresholdEscalation"} <= names
-
-    wait_for(rollback_suppressed, 30, what="the snoozed rollback alerts to be silenced")
+    wait_for(lambda: _silenced(stack, "rollback"), 30,
+             what="the snoozed rollback alerts to be silenced")
     time.sleep(5)
     assert len(stack.firing("PggitThresholdExceeded", "commit")) == 1
     assert len(stack.firing("PggitThresholdEscalation", "commit")) == 1
     assert "rollback" not in stack.notified_ops("THRESHOLD_EXCEEDED")
+
+    # A snooze written while the commit alerts fire mutes them too.
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute("SELECT pggit.snooze_alerts('commit', 'THRESHOLD_EXCEEDED', "
+                     "interval '30 minutes', 'investigating', 'dave')")
+    wait_for(lambda: _silenced(stack, "commit"), 30, what="the firing commit alerts to be muted")
+
+
+def _silenced(stack: Stack, op: str) -> bool:
+    """Both threshold alerts of `op` reached Alertmanager and are silenced there."""
+    alerts = [a for a in http_json("GET", f"{stack.am_url}/api/v2/alerts")
+              if a["labels"].get("operation_type") == op]
+    names = {a["labels"]["alertname"] for a in alerts if a["status"]["silencedBy"]}
+    return {"PggitThresholdExceeded", "PggitThresholdEscalation"} <= names
 
