@@ -51,8 +51,14 @@ def parser() -> argparse.ArgumentParser:
     except ImportError:
         render = None
     if render is not None:
-        r = sub.add_parser("render", help="write Prometheus rules and the Alertmanager config "
-                                          "from a parameter file")
+        r = sub.add_parser(
+            "render", help="write Prometheus rules and the Alertmanager config "
+                           "from a parameter file",
+            description="Write prometheus/rules/pggit-recording.yml, "
+                        "prometheus/rules/pggit-alerts.yml and alertmanager/alertmanager.yml "
+                        "from a YAML file of parameters (thresholds, windows, label selectors, "
+                        "job, runbook base URL, receivers). With --check, write nothing and "
+                        "exit 1 if a file differs.")
         render.configure_parser(r)
     return top
 
