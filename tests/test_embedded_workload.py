@@ -37,18 +37,12 @@ def table_counts(dsn: str, tables: tuple[str, ...] = ALL_TABLES) -> dict[str, in
                 for t in tables}
 
 
-def test_start_is_fast_and_configured(pg_server: PgTestServer) -> None:
+def test_start_and_restart_apply_the_configured_settings(pg_server: PgTestServer) -> None:
     pg_server.require_embedded()
-    started = time.monotonic()
     server = EmbeddedPostgres(settings={"work_mem": "8MB"})
     try:
         server.start()
-        elapsed = time.monotonic() - started
-        # Typically 0.6 s; initdb dominates and slows down a lot on a loaded 2-core runner.
-        assert elapsed < 10, f"cold start (initdb included) took {elapsed:.2f}s"
-        started = time.monotonic()
         server.restart()
-        assert time.monotonic() - started < 5
         dsn = server.dsn()
         assert int(scalar(dsn, "SHOW max_connections")) >= 100  # type: ignore[arg-type]
         assert scalar(dsn, "SHOW TimeZone") == "UTC"
