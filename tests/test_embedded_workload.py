@@ -84,9 +84,7 @@ def test_restart_keeps_port_and_data(pg_server_factory: Factory) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t AS SELECT 1 AS x")
     port = server.port
-    started = time.monotonic()
     server.restart()
-    assert time.monotonic() - started < 5
     assert server.port == port and server.running
     assert scalar(dsn, "SELECT x FROM t") == 1
     server.stop()
