@@ -2,13 +2,13 @@
 
 Five loops over the same rows of `performance_metrics`, in one run on one machine:
 
-- `mapping`: `PerformanceMetrics.observe` over rows already in memory: label capping, branch
-  names, bucket index, histogram cell, error/CPU/rows counters and the baseline check. This
-  is the exporter's hot path without the database.
+- `mapping`: `PerformanceMetrics.observe_rows` over pages already in memory: label capping,
+  branch names, bucket index, histogram cell, error/CPU/rows counters and the baseline check.
+  This is the exporter's hot path without the database.
 - `end_to_end`: `read_table` from the table through the mapping into aggregates, in one
-  REPEATABLE READ snapshot, exactly as a poll reads a backlog.
-- `psycopg_fetch`: the same keyset-paged SELECT with nothing done per row: the ceiling that
-  any reader of this table has.
+  REPEATABLE READ snapshot, exactly as a poll reads a backlog (binary pages).
+- `psycopg_fetch` and `psycopg_fetch_binary`: the same keyset-paged SELECT with nothing done
+  per row, in text and in binary (what `read_table` uses): the ceiling of any reader.
 - `prometheus_client` and `prometheus_client_cached`: `Histogram.labels(op, branch).observe()`
   over the same in-memory rows, with the same buckets; the second keeps the label children in
   a dict, as a careful hand-written exporter would.
@@ -23,7 +23,6 @@ import cProfile
 import io
 import pstats
 import time
-from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from exporter.labels import LabelCap
 from exporter.map.base import Context
 from exporter.map.branches import BranchNames
 from exporter.map.performance_baselines import PerformanceBaselines
-from exporter.map.performance_metrics import CPU, ERRORS, HIST, ROWS, VIOLATIONS, PerformanceMetrics
+from exporter.map.performance_metrics import HIST, PerformanceMetrics
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import read_table, take_snapshot
 
@@ -125,25 +124,25 @@ def run(server: common.BenchServer, rows: int, repeat: int = 3, profile: bool = 
     with server.exporter_connect(gen.dbname) as conn:
         setup = Setup(conn, cfg)
         conn.commit()
-        data: list[tuple[Any, ...]] = []
-        n, _ = read_rows(setup, conn, rows, data.append)
+        pages: list[list[tuple[Any, ...]]] = []
+        n, _ = read_rows(setup, conn, rows, pages.append)
         ctx = setup.context()
 
         def mapping() -> None:
             nonlocal ctx
             ctx = setup.context()
-            observe = setup.mapping.observe
-            for row in data:
-                observe(ctx, row)
+            observe = setup.mapping.observe_rows
+            for page in pages:
+                observe(ctx, page)
 
         best, times = common.best_of(mapping, repeat)
-        reference = ctx.agg
         out["label_sets"] = len(ctx.agg.histograms[HIST])
         out["loops"]["mapping"] = _rate(n, best, times)
 
         def end_to_end() -> float:
             c = setup.context()
-            got, took = read_rows(setup, conn, rows, lambda row: setup.mapping.observe(c, row))
+            got, took = read_rows(setup, conn, rows,
+                                  lambda page: setup.mapping.observe_rows(c, page))
             assert got == n
             return took
 
@@ -156,41 +155,7 @@ def run(server: common.BenchServer, rows: int, repeat: int = 3, profile: bool = 
         fetches = [bare_fetch(conn, rows, binary=True)[1] for _ in range(max(1, repeat - 1))]
         out["loops"]["psycopg_fetch_binary"] = _rate(n, min(fetches), fetches)
 
-        def suggested() -> None:
-            nonlocal ctx
-            ctx = setup.context()
-            series: dict[tuple[str, int | None], list[Any]] = {}
-            for row in data:
-                observe_suggested(setup, ctx, series, row)
-            flush_suggested(ctx, series)
-
-        best, times = common.best_of(suggested, repeat)
-        out["loops"]["mapping_suggested"] = _rate(n, best, times)
-        out["mapping_suggested_same_result"] = same(reference, ctx.agg)
-
-        def suggested_end_to_end() -> float:
-            """Binary fetch pages straight into the suggested mapping, no per-row closures:
-            what `read_table` could do with a batch-observing mapping."""
-            c = setup.context()
-            series: dict[tuple[str, int | None], list[Any]] = {}
-            t = time.perf_counter()
-            last, got = 0, 0
-            while got < rows:
-                page = conn.execute(_FETCH, (last, BATCH), binary=True).fetchall()
-                if not page:
-                    break
-                for row in page:
-                    observe_suggested(setup, c, series, row)
-                last = page[-1][0]
-                got += len(page)
-            flush_suggested(c, series)
-            took = time.perf_counter() - t
-            conn.rollback()
-            return took
-
-        e2e = [suggested_end_to_end() for _ in range(max(1, repeat - 1))]
-        out["loops"]["end_to_end_suggested"] = _rate(n, min(e2e), e2e)
-
+        data = [r for page in pages for r in page]
         names = setup.branches.names
         buckets = tuple(cfg.buckets)
 
@@ -227,66 +192,6 @@ def run(server: common.BenchServer, rows: int, repeat: int = 3, profile: bool = 
     out["target_rows_per_second"] = 400_000
     out["meets_target"] = out["loops"]["end_to_end"]["rows_per_second"] >= 400_000
     return out
-
-
-def observe_suggested(setup: Setup, ctx: Context, series: dict[tuple[str, int | None],
-                      list[Any]], row: tuple[Any, ...]) -> None:
-    """A prototype of the change suggested for `PerformanceMetrics.observe` (not the
-    exporter's code): label tuple and histogram cell looked up once per (operation, branch)
-    per poll, counters summed per series and added to the aggregates once per poll, and the
-    baseline history consulted only above the operation's lowest threshold."""
-    _, _, op, branch_id, us, cpu, rows, failed, at = row
-    if us is None or us < 0:
-        ctx.on_invalid("performance_metrics")
-        return
-    s = series.get((op, branch_id))
-    if s is None:
-        labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
-        cells = ctx.agg.histograms[HIST]
-        cell = cells.get(labels)
-        if cell is None:
-            cell = cells[labels] = [0] * (len(ctx.agg.bounds[HIST]) + 1) + [0.0]
-        s = series[(op, branch_id)] = [labels, cell, 0, 0, 0, 0,
-                                       setup.baselines.history.min_threshold.get(op)]
-    cell = s[1]
-    cell[bisect_right(setup.mapping.thresholds, us)] += 1
-    cell[-1] += us / 1e6
-    if failed:
-        s[2] += 1
-    if cpu:
-        s[3] += cpu
-    if rows:
-        s[4] += rows
-    if s[6] is not None and us > s[6]:
-        threshold = setup.baselines.history.threshold_at(op, branch_id, at)
-        if threshold is not None and us > threshold:
-            s[5] += 1
-
-
-def flush_suggested(ctx: Context, series: dict[tuple[str, int | None], list[Any]]) -> None:
-    for labels, _, failed, cpu, rows, violations, _ in series.values():
-        for name, amount in ((ERRORS, failed), (CPU, cpu / 1e6), (ROWS, rows),
-                             (VIOLATIONS, violations)):
-            if amount:
-                ctx.agg.inc(name, labels, amount)
-
-
-def same(a: Aggregates, b: Aggregates) -> bool:
-    """Equal histograms and counters (sums compared to 1e-9 relative: addition order differs)."""
-    def close(x: float, y: float) -> bool:
-        return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
-
-    if a.histograms[HIST].keys() != b.histograms[HIST].keys():
-        return False
-    for labels, cell in a.histograms[HIST].items():
-        other = b.histograms[HIST][labels]
-        if cell[:-1] != other[:-1] or not close(cell[-1], other[-1]):
-            return False
-    for name in (ERRORS, CPU, ROWS, VIOLATIONS):
-        x, y = a.counters.get(name, {}), b.counters.get(name, {})
-        if x.keys() != y.keys() or not all(close(v, y[k]) for k, v in x.items()):
-            return False
-    return True
 
 
 def _rate(n: int, best: float, times: list[float]) -> dict[str, Any]:

@@ -60,15 +60,6 @@ class Aggregates:
         if exemplar is not None:
             self.exemplars.setdefault(name, {}).setdefault(labels, {})[i] = exemplar
 
-    def observe_index(self, name: str, labels: Labels, index: int, value: float) -> None:
-        """Observe with the bucket index already known (the hot path for integer durations)."""
-        cells = self.histograms[name]
-        cell = cells.get(labels)
-        if cell is None:
-            cell = cells[labels] = [0] * (len(self.bounds[name]) + 1) + [0.0]
-        cell[index] += 1
-        cell[-1] += value
-
     def add_buckets(self, name: str, labels: Labels, counts: Iterable[int], total: float) -> None:
         """Merge pre-bucketed counts (from an aggregate backfill query) into a cell."""
         bounds = self.bounds[name]

@@ -28,7 +28,7 @@ class LabelCap:
     """
 
     def __init__(self, max_values: int, max_length: int,
-                 on_overflow: Callable[[str], None] | None = None):
+                 on_overflow: Callable[[str, int], None] | None = None):
         self.max_values = max_values
         self.max_length = max_length
         self.on_overflow = on_overflow
@@ -52,20 +52,34 @@ class LabelCap:
         return short if short in admitted or len(admitted) < self.max_values else OTHER
 
     def __call__(self, label: str, value: str | None) -> str:
+        """The value one observation carries; a fold counts that observation as overflow."""
+        shown, folded = self.fold(label, value)
+        if folded:
+            self.overflowed(label, 1)
+        return shown
+
+    def fold(self, label: str, value: str | None) -> tuple[str, bool]:
+        """(value to show, whether it was folded into __other__), admitting it if there is room.
+
+        Counting is left to the caller: a batch mapping resolves a label once per page and
+        counts every row it folded with `overflowed`, as if each row had been capped alone.
+        """
         if value is None:
-            return ""
+            return "", False
         key = (label, value)
         cached = self._cache.get(key)
         if cached is not None:
-            return cached
+            return cached, False
         short = shorten(value, self.max_length)
         admitted = self._admitted.setdefault(label, set())
         if short not in admitted:
             if len(admitted) >= self.max_values:
-                if self.on_overflow is not None:
-                    self.on_overflow(label)
-                return OTHER
+                return OTHER, True
             admitted.add(short)
         if len(self._cache) < 100_000:
             self._cache[key] = short
-        return short
+        return short, False
+
+    def overflowed(self, label: str, rows: int) -> None:
+        if rows and self.on_overflow is not None:
+            self.on_overflow(label, rows)

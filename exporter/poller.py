@@ -103,8 +103,8 @@ class DatabasePoller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _overflow(self, label: str) -> None:
-        self.sm["pggit_exporter_label_overflow_total"].labels(self.name, label).inc()
+    def _overflow(self, label: str, rows: int) -> None:
+        self.sm["pggit_exporter_label_overflow_total"].labels(self.name, label).inc(rows)
 
     def _invalid(self, table: str) -> None:
         self.sm["pggit_exporter_errors_total"].labels(self.name, "invalid_row").inc()
@@ -271,7 +271,7 @@ class DatabasePoller:
                     "max_id": cursors[m.table].max_seen})
             result = read_table(conn, m.incremental, table, cursors[m.table], snap,
                                 self.cfg.batch_size, self.cfg.batch_size * ROWS_PER_POLL,
-                                self.cfg.gap_grace, lambda row, m=m: m.observe(ctx, row))
+                                self.cfg.gap_grace, lambda rows, m=m: m.observe_rows(ctx, rows))
             rows_by_table[m.table] = result.rows
             backlog = backlog or result.backlog
             if result.newest is not None:

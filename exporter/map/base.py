@@ -70,6 +70,11 @@ class Mapping:
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
         """One final row (id, final flag, then `incremental.select` columns, then time)."""
 
+    def observe_rows(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
+        """A page of final rows; a hot table overrides this to resolve labels once per page."""
+        for row in rows:
+            self.observe(ctx, row)
+
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
                  max_id: int) -> None:
         """Aggregate the final rows with id <= max_id in one query instead of replaying them."""

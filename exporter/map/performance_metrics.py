@@ -7,6 +7,7 @@ instead of replaying them.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.aggregates import thresholds_us
+from exporter.aggregates import Labels, thresholds_us
 from exporter.map.base import Context, Incremental, Mapping
 from exporter.map.performance_baselines import BaselineHistory
 
@@ -43,23 +44,51 @@ class PerformanceMetrics(Mapping):
         self.thresholds = thresholds_us(bounds)
         self.baselines = baselines
 
-    def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
-        _, _, op, branch_id, us, cpu, rows, failed, at = row
-        if us is None or us < 0:
-            ctx.on_invalid(self.table)
-            return
-        labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
-        agg = ctx.agg
-        agg.observe_index(HIST, labels, bisect_right(self.thresholds, us), us / 1e6)
-        if failed:
-            agg.inc(ERRORS, labels)
-        if cpu:
-            agg.inc(CPU, labels, cpu / 1e6)
-        if rows:
-            agg.inc(ROWS, labels, rows)
-        threshold = self.baselines.threshold_at(op, branch_id, at)
-        if threshold is not None and us > threshold:
-            agg.inc(VIOLATIONS, labels)
+    def observe_rows(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
+        """Map a page of rows with per-series sums flushed once per page.
+
+        Labels, the histogram cell and the lowest baseline threshold are resolved once per
+        (operation, branch id) in the page, so a row costs a bucket bisect and a few integer
+        additions. Sums stay integer microseconds until the flush, which also makes them add up
+        exactly like the aggregate backfill does. Only a row above its operation's lowest
+        threshold is judged against the baseline history.
+        """
+        page: dict[tuple[str, int | None], _Series] = {}
+        thresholds = self.thresholds
+        for _, _, op, branch_id, us, cpu, affected, failed, at in rows:
+            if us is None or us < 0:
+                ctx.on_invalid(self.table)
+                continue
+            s = page.get((op, branch_id))
+            if s is None:
+                s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
+            s.cell[bisect_right(thresholds, us)] += 1
+            s.us += us
+            if failed:
+                s.failed += 1
+            if cpu:
+                s.cpu += cpu
+            if affected:
+                s.affected += affected
+            if us > s.lowest:
+                threshold = self.baselines.threshold_at(op, branch_id, at)
+                if threshold is not None and us > threshold:
+                    s.violations += 1
+        for s in page.values():
+            s.flush(ctx)
+
+    def _series(self, ctx: Context, op: str, branch_id: int | None) -> _Series:
+        op_label, op_folded = ctx.cap.fold("operation_type", op)
+        branch_label, branch_folded = ctx.cap.fold("branch", ctx.branch_name(branch_id))
+        labels = (op_label, branch_label)
+        cells = ctx.agg.histograms[HIST]
+        cell = cells.get(labels)
+        if cell is None:
+            cell = cells[labels] = [0] * (len(self.thresholds) + 1) + [0.0]
+        lowest = self.baselines.min_threshold.get(op)
+        folded = (("operation_type",) if op_folded else ()) + (
+            ("branch",) if branch_folded else ())
+        return _Series(labels, cell, math.inf if lowest is None else int(lowest), folded)
 
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
                  max_id: int) -> None:
@@ -99,3 +128,39 @@ class PerformanceMetrics(Mapping):
             threshold = self.baselines.threshold_at(op, branch_id, at)
             if threshold is not None and us > threshold:
                 ctx.agg.inc(VIOLATIONS, (ctx.cap("operation_type", op), ctx.branch(branch_id)))
+
+
+class _Series:
+    """One (operation, branch id)'s sums within a page, added to the aggregates at the end.
+
+    `lowest` is the floor of the operation's lowest baseline threshold: a duration not above
+    it cannot exceed any of the operation's thresholds, so most rows skip the history lookup.
+    A series with a folded label counts into a cell of its own first: several values share
+    the `__other__` cell, and the overflow counter needs this series' rows alone.
+    """
+
+    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "target",
+                 "us", "violations")
+
+    def __init__(self, labels: Labels, target: list[float], lowest: float,
+                 folded: tuple[str, ...]):
+        self.labels = labels
+        self.target = target
+        self.cell = [0] * len(target) if folded else target
+        self.lowest = lowest
+        self.folded = folded
+        self.us = self.failed = self.cpu = self.affected = self.violations = 0
+
+    def flush(self, ctx: Context) -> None:
+        agg, labels, target = ctx.agg, self.labels, self.target
+        if self.folded:
+            rows = sum(self.cell)
+            for i, count in enumerate(self.cell):
+                target[i] += count
+            for label in self.folded:
+                ctx.cap.overflowed(label, rows)
+        target[-1] += self.us / 1e6
+        for name, amount in ((ERRORS, self.failed), (CPU, self.cpu / 1e6),
+                             (ROWS, self.affected), (VIOLATIONS, self.violations)):
+            if amount:
+                agg.inc(name, labels, amount)

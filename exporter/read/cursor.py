@@ -52,6 +52,17 @@ class IdCursor:
             prev = i
         self.max_seen = max(self.max_seen, prev)
 
+    def extend(self, last: int, count: int) -> bool:
+        """Move past a page of `count` ascending ids ending at `last` if it has no holes.
+
+        Ids are unique and above max_seen, so the page is exactly max_seen+1..last when the
+        distance equals the count; False means the caller must `advance` id by id.
+        """
+        if last - self.max_seen != count:
+            return False
+        self.max_seen = last
+        return True
+
     def found(self, ids: set[int]) -> None:
         """Rows now visible inside gaps or finished while waiting: remove them from pending."""
         if not ids:
