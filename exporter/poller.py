@@ -240,12 +240,11 @@ class DatabasePoller:
         return backlog
 
     def _read(self, conn: psycopg.Connection, started: float) -> tuple[Any, ...]:
-        agg = self.agg.copy()
-        cursors = {t: IdCursor.from_json(c.to_json()) for t, c in self.cursors.items()}
+        cursors = {t: c.copy() for t, c in self.cursors.items()}
         newest = dict(self.newest)
         snap = take_snapshot(conn, time.time())
         branches = self.database.table("branches")
-        ctx = Context(self.name, agg, self.cap,
+        ctx = Context(self.name, self.agg, self.cap,
                       lambda b: self.branches.lookup(conn, branches, b), self._invalid)
         active = [m for m in self.mappings if self.enabled.get(m.collector)]
         if self.baselines in active:
@@ -283,7 +282,7 @@ class DatabasePoller:
             for m in active:
                 gauges.update(m.gauges(ctx, conn, self.database.table(m.table)))
             self.gauges_at = started
-        return agg, cursors, newest, gauges, rows_by_table, backlog, snap.db_now
+        return ctx.result(), cursors, newest, gauges, rows_by_table, backlog, snap.db_now
 
     def _bound_gaps(self, table: str, cursor: IdCursor) -> None:
         excess = len(cursor.gaps) - self.cfg.max_pending_gaps

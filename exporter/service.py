@@ -57,7 +57,7 @@ class Service:
             from exporter.silences import SnoozeSilencer
 
             self.components.append(SnoozeSilencer(
-                db_cfg.name, database.connect, db_cfg.schema, self.cfg.silences,
+                db_cfg.name, database.connect, database.table("alert_snooze"), self.cfg.silences,
                 self.self_metrics))
 
     def start(self) -> None:

@@ -50,10 +50,10 @@ class SnoozeSilencer:
 
     def __init__(self, database_name: str,
                  connect: Callable[[], AbstractContextManager[psycopg.Connection]],
-                 schema: str, cfg: SilencesConfig, self_metrics: Any):
+                 table: sql.Composable, cfg: SilencesConfig, self_metrics: Any):
         self.database = database_name
         self.connect = connect
-        self.schema = schema
+        self.table = table
         self.cfg = cfg
         self.base_url = cfg.alertmanager_url.rstrip("/")
         self.silences_gauge = self_metrics["pggit_exporter_silences"].labels(database_name)
@@ -124,7 +124,7 @@ class SnoozeSilencer:
                       snooze_reason, created_by
                  FROM {}
                 WHERE is_active AND snooze_until::timestamptz > now()
-                ORDER BY snooze_id""").format(sql.Identifier(self.schema, "alert_snooze"))
+                ORDER BY snooze_id""").format(self.table)
         try:
             with self.connect() as conn:
                 rows = conn.execute(query).fetchall()

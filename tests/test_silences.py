@@ -46,7 +46,8 @@ class Setup:
     def silencer(self, name: str = "main", url: str | None = None) -> SnoozeSilencer:
         cfg = SilencesConfig(enabled=True, alertmanager_url=url or self.am_url,
                              sync_interval=0.2, timeout=2.0)
-        return SnoozeSilencer(name, self.database.connect, "pggit", cfg, self.metrics)
+        return SnoozeSilencer(name, self.database.connect, self.database.table("alert_snooze"),
+                              cfg, self.metrics)
 
     def sql(self, query: str, *params: object) -> object:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -67,8 +68,8 @@ class Setup:
         return self.registry.get_sample_value(name, {"database": "main"})
 
 
-def _make(dsn: str, am_url: str) -> Iterator[Setup]:
-    database = Database(DatabaseConfig(name="main", dsn=dsn))
+def _make(dsn: str, am_url: str, tables: dict[str, str] | None = None) -> Iterator[Setup]:
+    database = Database(DatabaseConfig(name="main", dsn=dsn, tables=tables or {}))
     registry = CollectorRegistry()
     try:
         yield Setup(dsn, am_url, database, registry, SelfMetrics(registry))
@@ -94,6 +95,20 @@ def test_active_snooze_becomes_a_silence_on_operation_and_alert_type(setup: Setu
     assert silence["createdBy"] == "alice"
     assert silence["comment"].startswith("deploy of v2 ")
     assert f"snooze_id={snooze_id}]" in silence["comment"]
+
+
+def test_renamed_snooze_table_is_read_under_its_configured_name(
+        pggit_dsn: str, am_url: str) -> None:
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE pggit.alert_snooze RENAME TO snoozes_elsewhere")
+        conn.execute("CREATE TABLE pggit.alert_snooze (LIKE pggit.snoozes_elsewhere)")
+        conn.execute("INSERT INTO pggit.snoozes_elsewhere (operation_type, alert_type, "
+                     "snooze_until, created_by) VALUES ('commit', 'THRESHOLD_EXCEEDED', "
+                     "now() + interval '1 hour', 'carol')")
+    for setup in _make(pggit_dsn, am_url, {"alert_snooze": "snoozes_elsewhere"}):
+        assert setup.silencer().sync_once() == 1
+        [silence] = setup.silences()
+        assert silence["createdBy"] == "carol"
 
 
 def test_silence_ends_when_the_snooze_does(setup: Setup) -> None:

@@ -38,13 +38,29 @@ class Incremental:
 class Context:
     """Everything a mapping needs while observing rows of one poll."""
 
-    def __init__(self, database: str, agg: Aggregates, cap: LabelCap,
+    def __init__(self, database: str, published: Aggregates, cap: LabelCap,
                  branch_name: Callable[[int | None], str], on_invalid: Callable[[str], None]):
         self.database = database
-        self.agg = agg
         self.cap = cap
         self.branch_name = branch_name
         self.on_invalid = on_invalid
+        self._published = published
+        self._agg: Aggregates | None = None
+
+    @property
+    def agg(self) -> Aggregates:
+        """The poll's own copy of the aggregates, made when a mapping first needs it.
+
+        A failed poll must leave the published state untouched, so mappings never write to
+        it; copying lazily spares the many polls of a quiet database that observe nothing.
+        """
+        if self._agg is None:
+            self._agg = self._published.copy()
+        return self._agg
+
+    def result(self) -> Aggregates:
+        """What the poll ends with: its copy if anything was observed, else the published."""
+        return self._published if self._agg is None else self._agg
 
     def branch(self, branch_id: int | None) -> str:
         return self.cap("branch", self.branch_name(branch_id))

@@ -97,6 +97,10 @@ class IdCursor:
         self.waiting = {i: t for i, t in self.waiting.items() if i in still_waiting}
         return before - len(self.gaps)
 
+    def copy(self) -> IdCursor:
+        """An independent copy for one poll (gaps are never changed in place, only replaced)."""
+        return IdCursor(self.max_seen, list(self.gaps), dict(self.waiting))
+
     def to_json(self) -> dict[str, Any]:
         return {"max_seen": self.max_seen,
                 "gaps": [[g.lo, g.hi, g.noticed_xmax, g.noticed_at] for g in self.gaps],
