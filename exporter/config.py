@@ -7,9 +7,11 @@ error per restart.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,10 +286,36 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
         connect_timeout=r.duration("connect_timeout", 5.0),
         application_name=r.string("application_name", "pggit-exporter"),
     )
+    if db.timezone is not None:
+        problem = _timezone_problem(db.timezone)
+        if problem is not None:
+            r.problem(r.key("timezone"), problem)
     if db.password_file is not None and not db.password_file.is_file():
         r.problem(r.key("password_file"), f"file {str(db.password_file)!r} does not exist")
     r.finish()
     return db if dsn is not None else None
+
+
+_POSIX_OR_OFFSET = re.compile(
+    r"[A-Za-z]{3,}([+-]?\d{1,2}(:\d{2}){0,2}([A-Za-z]{3,}.*)?)?|[+-]?\d{1,2}(:\d{2}){0,2}")
+
+
+def _timezone_problem(name: str) -> str | None:
+    """Catch a misspelt zone name now rather than as connect errors at every poll.
+
+    PostgreSQL matches IANA names case-insensitively and also takes abbreviations, POSIX
+    specifications and offsets, which are let through. Without a local tz database (a slim
+    container) nothing can be checked here and the server decides.
+    """
+    known = zoneinfo.available_timezones()
+    if not known or name.lower() in {k.lower() for k in known}:
+        return None
+    if "/" not in name and _POSIX_OR_OFFSET.fullmatch(name):
+        return None
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown time zone {name!r}{hint}; use a name from PostgreSQL's "
+            "pg_timezone_names, e.g. 'Europe/Berlin'")
 
 
 def _string_tuple(v: Any) -> tuple[str, ...]:

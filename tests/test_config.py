@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import psycopg
 import pytest
 import yaml
+from psycopg import sql
 
 from exporter import cli, config
 from exporter.config import Config, DatabaseConfig, SilencesConfig, TracesConfig
@@ -187,6 +189,26 @@ def test_bad_duration_is_rejected_for_every_duration_key(tmp_path: Path, key: st
 
 def test_bad_database_duration_names_its_database(tmp_path: Path) -> None:
     single_problem(tmp_path, with_db(statement_timeout="-5s"), "databases[0].statement_timeout")
+
+
+def test_misspelt_time_zone_is_rejected_with_a_suggestion(tmp_path: Path) -> None:
+    line = single_problem(tmp_path, with_db(timezone="America/New_Yrok"),
+                          "databases[0].timezone", "unknown time zone")
+    assert "'America/New_York'" in line
+
+
+def test_time_zone_check_agrees_with_postgresql(tmp_path: Path, pggit_dsn: str) -> None:
+    """What the check lets through, the server takes; what it refuses, the server refuses."""
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        for zone in ("America/New_York", "europe/berlin", "UTC", "EST5EDT", "PST8PDT",
+                     "+02:00", "-5", "CET", "America/New_Yrok", "Mars/Olympus_Mons"):
+            code, lines = check(write(tmp_path, with_db(timezone=zone)))
+            try:
+                conn.execute(sql.SQL("SET TimeZone = {}").format(sql.Literal(zone)))
+                server_accepts = True
+            except psycopg.errors.InvalidParameterValue:
+                server_accepts = False
+            assert (code == 0) == server_accepts, (zone, lines)
 
 
 def test_durations_with_units_are_accepted() -> None:
