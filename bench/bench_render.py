@@ -9,6 +9,8 @@ its load changes during a run; the medians and minimums compare like with like):
   the direct encoder (`exporter.expose.text`) writes the aggregates, prometheus_client adds
   the process and self-metrics (what the first scrape after a poll costs). The encoder keeps
   only line starts between renders, never values, so this is a full render of the numbers;
+- `ours_cached_gzip` / `ours_uncached_gzip`: the same with gzip, as Prometheus asks for it
+  (the compressed page is cached beside the page);
 - `ours_cold` / `ours_cold_openmetrics`: a fresh encoder, as on the first scrape after a
   start, when every line start is built;
 - `prometheus_client` / `prometheus_client_openmetrics`: `generate_latest` on a registry
@@ -134,9 +136,9 @@ def page(with_counters: bool, repeat: int) -> dict[str, Any]:
     body, _ = cached.render(None)
     client_body = generate_latest(registry)
 
-    def uncached(accept: str | None = None) -> None:
+    def uncached(accept: str | None = None, compressed: bool = False) -> None:
         exp.changed()
-        exp.render(accept)
+        exp.render(accept, compressed)
 
     out: dict[str, Any] = {
         "label_sets": len(agg.histograms[HIST]), "buckets": len(BOUNDS),
@@ -152,6 +154,8 @@ def page(with_counters: bool, repeat: int) -> dict[str, Any]:
         "ours_cached": lambda: cached.render(None),
         "ours_uncached": uncached,
         "ours_uncached_openmetrics": lambda: uncached(OPENMETRICS),
+        "ours_cached_gzip": lambda: cached.render(None, compressed=True),
+        "ours_uncached_gzip": lambda: uncached(compressed=True),
         "ours_cold": lambda: Encoder(False).encode(parts(agg)),
         "ours_cold_openmetrics": lambda: Encoder(True).encode(parts(agg)),
         "prometheus_client": lambda: generate_latest(registry),

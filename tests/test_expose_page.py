@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Callable, Iterable
 
@@ -84,6 +85,18 @@ def test_escaping_the_scraper_asks_for_is_named_in_the_content_type(
     body, content_type = exposition.render(accept)
     assert content_type.endswith("escaping=allow-utf-8")
     assert body == exposition.render(OPENMETRICS)[0]
+
+
+def test_the_gzip_page_is_the_page_compressed_once_per_change(
+        exposition: Exposition) -> None:
+    plain, _ = exposition.render(None)
+    packed, _ = exposition.render(None, compressed=True)
+    assert gzip.decompress(packed) == plain
+    assert exposition.render(None, compressed=True)[0] is packed
+    exposition.changed()
+    again, _ = exposition.render(None, compressed=True)
+    assert again is not packed
+    assert gzip.decompress(again) == exposition.render(None)[0]
 
 
 class Counting:

@@ -13,6 +13,7 @@ family appears once, and prometheus_client's OpenMetrics output brings the singl
 
 from __future__ import annotations
 
+import gzip
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -28,6 +29,9 @@ from exporter.expose.text import Encoder
 
 Source = Callable[[], Iterable[Part]]
 
+GZIP_LEVEL = 1
+"""The page is mostly repeated label text: the fastest level already shrinks it about 10x."""
+
 @dataclass
 class _Page:
     """The cached page of one format; `lock` makes renders of that format take turns."""
@@ -36,6 +40,7 @@ class _Page:
     lock: threading.Lock = field(default_factory=threading.Lock)
     generation: int = -1
     body: bytes = b""
+    gzipped: bytes | None = None
 
 
 def _escaping(content_type: str) -> str:
@@ -68,8 +73,11 @@ class Exposition:
         with self._lock:
             self._generation += 1
 
-    def render(self, accept: str | None) -> tuple[bytes, str]:
-        """The page for this Accept header, and its content type.
+    def render(self, accept: str | None, compressed: bool = False) -> tuple[bytes, str]:
+        """The page for this Accept header, gzip-compressed if asked, and its content type.
+
+        Prometheus always asks for gzip, so the compressed page is kept too: compressing
+        costs about as much as rendering, and is also done at most once per change.
 
         The page is keyed by format and name escaping only: the OpenMetrics versions
         prometheus_client accepts differ in native histograms alone, which are never here.
@@ -89,5 +97,9 @@ class Exposition:
                 for source in list(self._sources):
                     parts.extend(source())
                 page.body = page.encoder.encode(parts) + client_encoder(self.registry)
-                page.generation = generation
-            return page.body, content_type
+                page.generation, page.gzipped = generation, None
+            if not compressed:
+                return page.body, content_type
+            if page.gzipped is None:
+                page.gzipped = gzip.compress(page.body, compresslevel=GZIP_LEVEL)
+            return page.gzipped, content_type
