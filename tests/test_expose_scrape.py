@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
-import pytest
 
-from tests.exporter_fixtures import db_count, scrape, total, wait_for
-from tests.otlp_receiver import Receiver
+from tests.exporter_fixtures import db_count, free_port, scrape, total, wait_for
 
 WAITING_TRACE_READS = """SELECT count(*) FROM pg_stat_activity
     WHERE application_name = 'pggit-exporter' AND wait_event_type = 'Lock'
       AND query LIKE '%operation_traces%'"""
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
-
-
 def test_a_scrape_does_not_wait_for_a_trace_poll_stuck_in_the_database(
-        pggit_dsn: str, run_exporter, receiver: Receiver) -> None:
+        pggit_dsn: str, run_exporter) -> None:
+    # Tracing on: the forwarder polls whether or not its endpoint answers.
     exporter = run_exporter(
         pggit_dsn, database={"statement_timeout": "120s"},
-        traces={"endpoint": receiver.grpc_endpoint, "protocol": "grpc", "insecure": True})
+        traces={"endpoint": f"http://127.0.0.1:{free_port()}"})
     wait_for(lambda: "pggit_span_duration_seconds" in scrape(exporter.port),
              what="span metrics on /metrics")
     with psycopg.connect(pggit_dsn) as blocker:
