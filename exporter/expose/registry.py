@@ -32,6 +32,7 @@ Source = Callable[[], Iterable[Part]]
 GZIP_LEVEL = 1
 """The page is mostly repeated label text: the fastest level already shrinks it about 10x."""
 
+
 @dataclass
 class _Page:
     """The cached page of one format; `lock` makes renders of that format take turns."""
