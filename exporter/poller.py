@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from prometheus_client.core import Metric
 from psycopg import IsolationLevel, sql
 from psycopg_pool import PoolTimeout
 
@@ -30,6 +29,7 @@ from exporter.config import Config, DatabaseConfig
 from exporter.db import Database
 from exporter.discover import Found, discover
 from exporter.expose import families
+from exporter.expose.families import Part
 from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.labels import LabelCap
@@ -312,15 +312,16 @@ class DatabasePoller:
         self.last_error = None
         self.exposition.changed()
 
-    def collect(self) -> Iterator[Metric]:
-        """The published state as metric families (called at scrape time, any thread)."""
+    def collect(self) -> Iterator[Part]:
+        """The published state, by reference (called at scrape time, any thread): a poll
+        works on copies and only swaps them in, so what is handed over never changes."""
         agg, gauges, enabled = self.agg, self.gauges, self.enabled
         prefix = (self.name,)
         counters = tuple(c for m in self.mappings if enabled.get(m.collector)
                          for c in m.counters)
         yield from families.from_aggregates(agg, prefix, counters)
         for gauge_name, series in gauges.items():
-            yield families.gauge(gauge_name, series, prefix)
+            yield families.Series(gauge_name, series, prefix)
 
 
 def newest_time(conn: psycopg.Connection, m: Mapping, table: sql.Composed) -> float | None:

@@ -180,12 +180,17 @@ def test_provisioned_prometheus_links_exemplars_to_the_provisioned_tempo() -> No
 
 
 def test_exemplar_label_is_the_one_the_exporter_writes() -> None:
-    from exporter.expose.families import histogram
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-    family = histogram("pggit_span_duration_seconds", {("db", "op", "span", "SUCCESS"): [1, 1]},
-                       (1.0,), exemplars={("db", "op", "span", "SUCCESS"): {0: ("abc", 0.5,
-                                                                                   1.0)}})
-    exemplars = [s.exemplar for s in family.samples if s.exemplar is not None]
+    from exporter.expose.families import Histogram
+    from exporter.expose.text import Encoder
+
+    labels = ("op", "span", "SUCCESS")
+    part = Histogram("pggit_span_duration_seconds", {labels: [1, 1, 0.5]}, (1.0,), ("db",),
+                     {labels: {0: ("abc", 0.5, 1.0)}})
+    text = Encoder(openmetrics=True).encode([part]).decode() + "# EOF\n"
+    exemplars = [s.exemplar for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.exemplar is not None]
     assert [set(e.labels) for e in exemplars] == [{"trace_id"}]
 
 

@@ -158,21 +158,19 @@ def test_running_spans_gauge_counts_spans_not_yet_ended(
     end_span(writer, "c")
     drain(forwarder)
     forwarder.stop(timeout=1)
-    (_, gauge) = list(forwarder.collect())
-    values = {s.labels["operation_type"]: s.value for s in gauge.samples}
-    assert values == {"merge": 2.0}
+    (_, gauge) = forwarder.collect()
+    assert gauge.values == {("merge",): 2.0}
 
 
 def test_span_duration_histogram_carries_trace_id_exemplars(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
-    from prometheus_client.openmetrics.exposition import generate_latest
+    from exporter.expose.text import Encoder
 
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
     start_span(writer, "x", None, trace_id="11111111-2222-3333-4444-555555555555")
     end_span(writer, "x")
     drain(forwarder)
     forwarder.stop(timeout=1)
-    forwarder.registry.register(type("C", (), {"collect": lambda self: forwarder.collect()})())
-    text = generate_latest(forwarder.registry).decode()
+    text = Encoder(openmetrics=True).encode(forwarder.collect()).decode()
     assert 'trace_id="11111111222233334444555555555555"' in text
     assert 'pggit_span_duration_seconds_count{database="main",operation_type="commit"' in text

@@ -1,68 +1,52 @@
-"""Metric families built from aggregates and gauges, with names and help from the catalog."""
+"""What sources hand to /metrics: their published data for one catalog metric, as it is.
+
+A source (a database poller, a trace forwarder) passes the dicts it has published by
+reference: published state is never mutated afterwards, so a render reads it without copying
+and without taking the source's lock. Names, help, type and unit are not carried here; the
+encoder takes them from the catalog, so they cannot disagree with it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    Exemplar,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-
-from exporter.aggregates import Aggregates, Labels
-from exporter.catalog import metric
+from exporter.aggregates import Aggregates, Exemplar, Labels
 
 
-def _le(bound: float) -> str:
-    return repr(float(bound))
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A counter's or a gauge's values by label values (the catalog says which it is).
+
+    `prefix` holds the leading label values the source adds to every series (the database).
+    """
+
+    name: str
+    values: Mapping[Labels, float]
+    prefix: Labels = ()
 
 
-def histogram(name: str, cells: Mapping[Labels, list[float]], bounds: tuple[float, ...],
-              prefix: Labels = (), exemplars: Mapping[Labels, Mapping[int, tuple]] | None = None,
-              ) -> HistogramMetricFamily:
-    spec = metric(name)
-    family = HistogramMetricFamily(spec.family, spec.help, labels=spec.all_labels,
-                                   unit=spec.unit)
-    les = [_le(b) for b in bounds] + ["+Inf"]
-    for labels, cell in cells.items():
-        ex = exemplars.get(labels, {}) if exemplars else {}
-        running = 0
-        buckets = []
-        for i, le in enumerate(les):
-            running += int(cell[i])
-            e = ex.get(i)
-            if e is not None:
-                buckets.append((le, running, Exemplar({"trace_id": e[0]}, e[1], e[2])))
-            else:
-                buckets.append((le, running))
-        family.add_metric(list(prefix + labels), buckets, cell[-1])
-    return family
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Cells as `Aggregates` keeps them: non-cumulative integer counts per bucket, the count
+    above the last bound, then the sum. Exemplars are `{bucket index: exemplar}` per series.
+    """
+
+    name: str
+    cells: Mapping[Labels, Sequence[float]]
+    bounds: tuple[float, ...]
+    prefix: Labels = ()
+    exemplars: Mapping[Labels, Mapping[int, Exemplar]] = field(default_factory=dict)
 
 
-def counter(name: str, series: Mapping[Labels, float], prefix: Labels = ()
-            ) -> CounterMetricFamily:
-    spec = metric(name)
-    family = CounterMetricFamily(spec.family, spec.help, labels=spec.all_labels, unit=spec.unit)
-    for labels, value in series.items():
-        family.add_metric(list(prefix + labels), value)
-    return family
-
-
-def gauge(name: str, series: Mapping[Labels, float], prefix: Labels = ()) -> GaugeMetricFamily:
-    spec = metric(name)
-    family = GaugeMetricFamily(spec.family, spec.help, labels=spec.all_labels, unit=spec.unit)
-    for labels, value in series.items():
-        family.add_metric(list(prefix + labels), value)
-    return family
+Part = Series | Histogram
 
 
 def from_aggregates(agg: Aggregates, prefix: Labels,
-                    counter_names: tuple[str, ...] = ()) -> Iterator[Metric]:
-    """Every histogram and counter in `agg`; counters named in `counter_names` even if empty."""
+                    counter_names: tuple[str, ...] = ()) -> Iterator[Part]:
+    """Every histogram and counter in `agg`; counters named in `counter_names` even if empty,
+    so a counter is exported (at no series) before its first increment."""
     for name, cells in agg.histograms.items():
-        yield histogram(name, cells, agg.bounds[name], prefix, agg.exemplars.get(name))
+        yield Histogram(name, cells, agg.bounds[name], prefix, agg.exemplars.get(name, {}))
     for name in sorted(set(agg.counters) | set(counter_names)):
-        yield counter(name, agg.counters.get(name, {}), prefix)
+        yield Series(name, agg.counters.get(name, {}), prefix)

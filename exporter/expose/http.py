@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import html
 import json
 import logging
@@ -70,12 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            body, content_type = self.exposition.render(self.headers.get("Accept"))
-            headers = {}
-            if "gzip" in self.headers.get("Accept-Encoding", ""):
-                body = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = "gzip"
-            self._send(200, body, content_type, headers)
+            compressed = "gzip" in self.headers.get("Accept-Encoding", "")
+            body, content_type = self.exposition.render(self.headers.get("Accept"), compressed)
+            self._send(200, body, content_type,
+                       {"Content-Encoding": "gzip"} if compressed else {})
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/readyz":

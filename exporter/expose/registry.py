@@ -1,66 +1,72 @@
-"""The exposition: every source of metrics merged into one registry, rendered once per change.
+"""The exposition: every source of metrics on one page, rendered at most once per change.
 
-State only changes when a poll publishes, so the text of `/metrics` is cached per format and
-rebuilt at most once per publish, however often Prometheus (or several of them) scrape.
+State only changes when a poll publishes, so the page is cached per format and rebuilt at
+most once per publish, however often Prometheus (or several of them) scrape. Scrapes that
+find the cache stale while another is rebuilding it wait for that render and take its page
+rather than render the same page again.
+
+The pgGit data (thousands of series) is written by the direct encoder in `text`; the few
+series prometheus_client keeps (the exporter's self-metrics, process and platform metrics)
+are rendered by prometheus_client and appended. The two sets of names are disjoint, so each
+family appears once, and prometheus_client's OpenMetrics output brings the single `# EOF`.
 """
 
 from __future__ import annotations
 
+import gzip
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import ESCAPING_HEADER_TAG, UNDERSCORES
 
 from exporter import __version__
-from exporter.catalog import metric
+from exporter.expose.families import Part, Series
+from exporter.expose.text import Encoder
 
-Source = Callable[[], Iterable[Metric]]
+Source = Callable[[], Iterable[Part]]
 
-
-def merge_families(families: Iterable[Metric]) -> list[Metric]:
-    """One family per name: several databases each contribute samples to the same family."""
-    merged: dict[str, Metric] = {}
-    for family in families:
-        first = merged.get(family.name)
-        if first is None:
-            merged[family.name] = family
-        else:
-            first.samples.extend(family.samples)
-    return list(merged.values())
+GZIP_LEVEL = 1
+"""The page is mostly repeated label text: the fastest level already shrinks it about 10x."""
 
 
-class _Sources:
-    """A prometheus_client collector that asks each registered source at collect time."""
+@dataclass
+class _Page:
+    """The cached page of one format; `lock` makes renders of that format take turns."""
 
-    def __init__(self) -> None:
-        self.sources: list[Source] = []
+    encoder: Encoder
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    generation: int = -1
+    body: bytes = b""
+    gzipped: bytes | None = None
 
-    def collect(self) -> Iterator[Metric]:
-        spec = metric("pggit_exporter_build_info")
-        build = GaugeMetricFamily(spec.name, spec.help, labels=spec.all_labels)
-        build.add_metric([__version__, sys.version.split()[0]], 1)
-        families: list[Metric] = [build]
-        for source in list(self.sources):
-            families.extend(source())
-        yield from merge_families(families)
+
+def _escaping(content_type: str) -> str:
+    """The name escaping prometheus_client chose; it names it in the content type."""
+    for token in content_type.split(";"):
+        key, _, value = token.strip().partition("=")
+        if key == ESCAPING_HEADER_TAG:
+            return value
+    return UNDERSCORES
 
 
 class Exposition:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._sources = _Sources()
-        self.registry.register(self._sources)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self._sources: list[Source] = []
+        self._build = Series("pggit_exporter_build_info",
+                             {(__version__, sys.version.split()[0]): 1.0})
         self._lock = threading.Lock()
         self._generation = 0
-        self._cache: dict[str, tuple[int, bytes]] = {}
+        self._pages: dict[tuple[bool, str], _Page] = {}
 
     def add_source(self, source: Source) -> None:
-        self._sources.sources.append(source)
+        self._sources.append(source)
         self.changed()
 
     def changed(self) -> None:
@@ -68,15 +74,33 @@ class Exposition:
         with self._lock:
             self._generation += 1
 
-    def render(self, accept: str | None) -> tuple[bytes, str]:
-        """The page for this Accept header, and its content type."""
-        encoder, content_type = choose_encoder(accept or "")
+    def render(self, accept: str | None, compressed: bool = False) -> tuple[bytes, str]:
+        """The page for this Accept header, gzip-compressed if asked, and its content type.
+
+        Prometheus always asks for gzip, so the compressed page is kept too: compressing
+        costs about as much as rendering, and is also done at most once per change.
+
+        The page is keyed by format and name escaping only: the OpenMetrics versions
+        prometheus_client accepts differ in native histograms alone, which are never here.
+        """
+        client_encoder, content_type = choose_encoder(accept or "")
+        key = (content_type.startswith("application/openmetrics-text"),
+               _escaping(content_type))
         with self._lock:
-            generation = self._generation
-            cached = self._cache.get(content_type)
-            if cached is not None and cached[0] == generation:
-                return cached[1], content_type
-        body = encoder(self.registry)
-        with self._lock:
-            self._cache[content_type] = (generation, body)
-        return body, content_type
+            page = self._pages.get(key)
+            if page is None:
+                page = self._pages[key] = _Page(Encoder(*key))
+        with page.lock:
+            with self._lock:
+                generation = self._generation
+            if page.generation != generation:
+                parts: list[Part] = [self._build]
+                for source in list(self._sources):
+                    parts.extend(source())
+                page.body = page.encoder.encode(parts) + client_encoder(self.registry)
+                page.generation, page.gzipped = generation, None
+            if not compressed:
+                return page.body, content_type
+            if page.gzipped is None:
+                page.gzipped = gzip.compress(page.body, compresslevel=GZIP_LEVEL)
+            return page.gzipped, content_type

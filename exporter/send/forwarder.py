@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,13 @@ from typing import Any
 import psycopg
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client.core import Metric
 
 from exporter import __version__
 from exporter.aggregates import Aggregates
 from exporter.checkpoint import read as read_state
 from exporter.checkpoint import write_atomic
 from exporter.config import TracesConfig
-from exporter.expose import families
+from exporter.expose.families import Histogram, Part, Series
 from exporter.labels import LabelCap
 from exporter.map import merge_traces
 from exporter.map.operation_traces import SpanStyle, duration_seconds, to_span
@@ -172,17 +171,29 @@ class TraceForwarder:
             database=self.database, stage="send").inc()
         self.on_change()
 
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
+    def collect(self) -> list[Part]:
+        """Span metrics for /metrics, without waiting for a poll in progress (it holds the
+        lock while it reads the database): meanwhile the parts collected last are shown
+        again, and the on_change at the end of the poll has the next scrape collect anew."""
+        shown: list[Part] | None = getattr(self, "_shown", None)
+        if shown is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(blocking=False):
+            return shown
+        try:
             snapshot = self.agg.copy()
             running: dict[tuple[str, ...], float] = {}
             for entry in (*self.running.values(), *self.timed_out.values()):
                 key = (self.label_cap("operation_type", entry[1]),)
                 running[key] = running.get(key, 0.0) + 1
-        yield families.histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM],
-                                 snapshot.bounds[HISTOGRAM], (self.database,),
-                                 snapshot.exemplars.get(HISTOGRAM))
-        yield families.gauge("pggit_spans_running", running, (self.database,))
+        finally:
+            self._lock.release()
+        prefix = (self.database,)
+        self._shown = [Histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM],
+                                 snapshot.bounds[HISTOGRAM], prefix,
+                                 snapshot.exemplars.get(HISTOGRAM, {})),
+                       Series("pggit_spans_running", running, prefix)]
+        return self._shown
 
     # -- polling ------------------------------------------------------------------------------
 
