@@ -106,10 +106,11 @@ def summary(r: dict[str, Any]) -> str:
         page = rend[name]
         lines.append(
             f"| /metrics, 660 label sets, 14 buckets, {label} | ≤ 20 ms "
-            f"| cached {page['ours_cached']['median_ms']} ms, uncached "
-            f"{page['ours_uncached']['median_ms']} ms (median); prototype direct encoder "
-            f"{page.get('prototype_direct_text', {}).get('median_ms')} ms "
-            f"| prometheus_client generate_latest {page['prometheus_client']['median_ms']} ms |")
+            f"| uncached {page['ours_uncached']['median_ms']} ms text, "
+            f"{page['ours_uncached_openmetrics']['median_ms']} ms OpenMetrics (medians); "
+            f"cached {page['ours_cached']['median_ms']} ms "
+            f"| prometheus_client generate_latest {page['prometheus_client']['median_ms']} ms "
+            f"text, {page['prometheus_client_openmetrics']['median_ms']} ms OpenMetrics |")
     for mem in r["memory"]:
         lines.append(
             f"| memory, {mem['rows']:,} rows | < 100 MB, flat "
@@ -124,8 +125,6 @@ def summary(r: dict[str, Any]) -> str:
         f"| median {lat['median']} s, p90 {lat['p90']} s, max {lat['max']} s "
         f"({f['within_target_fraction']:.0%} within 2 s) "
         f"| scrape median {f['scrape_ms']['median']} ms |")
-    proto_ms = (rend["histogram_and_counters"].get("prototype_direct_text") or {}).get(
-        "median_ms", 0.0)
     gen = [g for g in r["generate"].values() if not g["reused"]]
     if gen:
         lines += ["", "Test data generation (bulk load to the deployed DDL, then VACUUM ANALYZE): "
@@ -146,10 +145,10 @@ def summary(r: dict[str, Any]) -> str:
         "",
         f"- ingest end to end {ing['end_to_end']['rows_per_second'] * py:,.0f} rows/s, "
         f"mapping alone {ing['mapping']['rows_per_second'] * py:,.0f} rows/s;",
-        f"- uncached /metrics {rend['histogram_only']['ours_uncached']['median_ms'] / enc:.0f} ms "
-        f"(histogram) / "
-        f"{rend['histogram_and_counters']['ours_uncached']['median_ms'] / enc:.0f} ms "
-        f"(with counters); prototype encoder {proto_ms / enc:.1f} ms.",
+        f"- uncached /metrics {rend['histogram_only']['ours_uncached']['median_ms'] / enc:.1f} "
+        f"ms (histogram) / "
+        f"{rend['histogram_and_counters']['ours_uncached']['median_ms'] / enc:.1f} ms "
+        f"(with counters).",
         "",
         f"Method for poll database time: {poll['sizes'][0]['method']}.",
         f"Seconds per step: {r['seconds_per_step']}.",
