@@ -180,6 +180,10 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+SECURITY_HEADERS = {"Strict-Transport-Security": "max-age=31536000",
+                    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "deny"}
+
+
 @pytest.fixture
 def secured(pggit_dsn: str, run_exporter: Callable[..., InProcess],
             tmp_path: Path) -> tuple[InProcess, ssl.SSLContext]:
@@ -188,6 +192,7 @@ def secured(pggit_dsn: str, run_exporter: Callable[..., InProcess],
     web.write_text(yaml.safe_dump({
         "tls_server_config": {"cert_file": cert.name, "key_file": key.name},
         "basic_auth_users": {"prometheus": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()},
+        "http_server_config": {"http2": True, "headers": SECURITY_HEADERS},
     }))
     record(pggit_dsn)
     running = run_exporter(pggit_dsn, web_config_file=str(web))
@@ -198,9 +203,10 @@ def test_tls_and_basic_auth_serve_metrics(secured: tuple[InProcess, ssl.SSLConte
     running, tls = secured
 
     def counted() -> float:
-        status, _, body = get(f"https://127.0.0.1:{running.port}/metrics",
-                              basic("prometheus", "s3cret"), tls)
+        status, headers, body = get(f"https://127.0.0.1:{running.port}/metrics",
+                                    basic("prometheus", "s3cret"), tls)
         assert status == 200
+        assert SECURITY_HEADERS.items() <= headers.items()
         return total(parse(body.decode()), "pggit_operation_duration_seconds_count") == 3
 
     wait_for(counted, what="metrics over TLS")
@@ -213,6 +219,7 @@ def test_wrong_password_is_401_everywhere(secured: tuple[InProcess, ssl.SSLConte
     status, headers, body = get(f"https://127.0.0.1:{running.port}{path}",
                                 basic("prometheus", "wrong"), tls)
     assert status == 401
+    assert SECURITY_HEADERS.items() <= headers.items()
     assert headers["WWW-Authenticate"].startswith("Basic ")
     assert b"pggit" not in body
 
@@ -278,6 +285,27 @@ def test_unknown_tls_key_is_a_clear_error(tmp_path: Path) -> None:
         "cert_file": cert.name, "key_file": key.name, "certfile": "x"}}))
     assert code == 2
     assert lines == ["web_config_file.tls_server_config.certfile: unknown key"]
+
+
+@pytest.mark.parametrize(("server", "line"), [
+    ({"http3": True}, "web_config_file.http_server_config.http3: unknown key"),
+    ({"http2": "yes"}, "web_config_file.http_server_config.http2: must be true or false"),
+    ({"headers": {"X-Frame-Options": "allow"}},
+     "web_config_file.http_server_config.headers.X-Frame-Options: must be one of deny, "
+     "sameorigin"),
+    ({"headers": {"Set-Cookie": "a=b"}},
+     "web_config_file.http_server_config.headers.Set-Cookie: not a header that can be set "
+     "(one of Content-Security-Policy, X-Frame-Options, X-Content-Type-Options, "
+     "X-XSS-Protection, Strict-Transport-Security)"),
+    ({"headers": {"Content-Security-Policy": "default-src 'self'\r\nX-Evil: 1"}},
+     "web_config_file.http_server_config.headers.Content-Security-Policy: must be a one-line "
+     "string"),
+], ids=["unknown-key", "http2-not-bool", "bad-frame-options", "not-settable", "newline"])
+def test_bad_http_server_config_is_a_clear_error(tmp_path: Path, server: dict,
+                                                 line: str) -> None:
+    code, lines = check_config(tmp_path, yaml.safe_dump({"http_server_config": server}))
+    assert code == 2
+    assert lines == [line]
 
 
 def test_plain_password_instead_of_hash_is_an_error(tmp_path: Path) -> None:

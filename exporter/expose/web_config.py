@@ -29,12 +29,20 @@ _TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                  "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
              "max_version"}
+# The response headers exporter-toolkit lets an operator set, with the values it accepts
+# (None: any non-empty string).
+_HEADERS: dict[str, tuple[str, ...] | None] = {
+    "Content-Security-Policy": None, "X-Frame-Options": ("deny", "sameorigin"),
+    "X-Content-Type-Options": ("nosniff",), "X-XSS-Protection": None,
+    "Strict-Transport-Security": None,
+}
 
 
 @dataclass
 class WebConfig:
     tls: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     _verified: set[bytes] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,6 +92,9 @@ def load(path: Path) -> WebConfig:
     tls = data.get("tls_server_config")
     if tls is not None:
         cfg.tls = _tls(tls, path.parent, problems)
+    server = data.get("http_server_config")
+    if server is not None:
+        cfg.headers = _http_server(server, problems)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -126,3 +137,36 @@ def _tls(tls: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
     elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         problems.append(f"{key}.client_ca_file: required for client_auth_type {auth}")
     return context
+
+
+def _http_server(server: Any, problems: list[str]) -> dict[str, str]:
+    """Extra response headers; `http2` is accepted for compatibility and changes nothing.
+
+    The server speaks HTTP/1.1 only, which every Prometheus and browser client falls back
+    to, so `http2: true` (exporter-toolkit's default) cannot be honoured and is not an error.
+    """
+    key = "web_config_file.http_server_config"
+    if not isinstance(server, dict):
+        problems.append(f"{key}: must be a mapping")
+        return {}
+    for unknown in sorted(set(server) - {"http2", "headers"}):
+        problems.append(f"{key}.{unknown}: unknown key")
+    if not isinstance(server.get("http2", True), bool):
+        problems.append(f"{key}.http2: must be true or false")
+    headers = server.get("headers") or {}
+    if not isinstance(headers, dict):
+        problems.append(f"{key}.headers: must be a mapping of header name to value")
+        return {}
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        allowed = _HEADERS.get(name, ())
+        if allowed == ():
+            problems.append(f"{key}.headers.{name}: not a header that can be set (one of "
+                            f"{', '.join(_HEADERS)})")
+        elif not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
+            problems.append(f"{key}.headers.{name}: must be a one-line string")
+        elif allowed is not None and value.lower() not in allowed:
+            problems.append(f"{key}.headers.{name}: must be one of {', '.join(allowed)}")
+        else:
+            out[name] = value
+    return out
