@@ -102,9 +102,6 @@ class BenchServer:
                              "pg_stat_statements.max": 10000})
         self.pg = EmbeddedPostgres(data_dir, settings=settings)
         self.pg.bin_dir = self.bin_dir
-        # EmbeddedPostgres hands its socket directory to the server account only in initdb,
-        # so a kept data directory would fail to start (as root) without this.
-        self.pg._chown(self.pg.socket_dir)
         self.pg.start()
         with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
             self.version = conn.execute("SHOW server_version").fetchone()[0]

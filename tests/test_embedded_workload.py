@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -93,6 +96,31 @@ def test_restart_keeps_port_and_data(pg_server_factory: Factory) -> None:
         psycopg.connect(dsn, connect_timeout=2).close()
     server.start()
     assert scalar(dsn, "SELECT x FROM t") == 1
+
+
+def test_kept_data_dir_starts_again_in_a_new_instance(pg_server: PgTestServer) -> None:
+    """What `bench --data-dir` and a kept demo do: a second EmbeddedPostgres on the data
+    directory a first one stopped and kept. Each instance has a new socket directory, which
+    (under root) must be handed to the server account although initdb does not run again."""
+    pg_server.require_embedded()
+    parent = Path(tempfile.mkdtemp(prefix="pggit-kept-"))
+    parent.chmod(0o755)  # the server account must reach the data directory below it
+    data_dir = parent / "data"
+    try:
+        with EmbeddedPostgres(data_dir) as first:
+            dsn = first.create_database("kept")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("CREATE TABLE t AS SELECT 42 AS x")
+        assert (data_dir / "PG_VERSION").is_file()
+        with EmbeddedPostgres(data_dir) as second:
+            assert second.socket_dir != first.socket_dir
+            assert scalar(second.dsn(dbname="kept"), "SELECT x FROM t") == 42
+            assert scalar(second.socket_dsn(dbname="kept"), "SELECT x FROM t") == 42
+            second.restart()
+            assert scalar(second.dsn(dbname="kept"), "SELECT x FROM t") == 42
+        assert (data_dir / "PG_VERSION").is_file()
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_survives_kill(pg_server_factory: Factory) -> None:

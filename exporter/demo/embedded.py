@@ -152,6 +152,9 @@ class EmbeddedPostgres:
             return
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        # The socket directory is new for every instance, also for a kept data directory
+        # that initdb (which hands it over too) will not see again.
+        self._chown(self.socket_dir)
         attempts = 1 if (self._fixed_port or self._ever_started) else 3
         for attempt in range(attempts):
             result = self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_S), "-l",
@@ -301,7 +304,6 @@ class EmbeddedPostgres:
         if self._owns_base:
             self._chown(self.base_dir)
         self._chown(self.data_dir)
-        self._chown(self.socket_dir)
         result = self._run([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U",
                             SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale",
                             "--no-sync", "--no-instructions"])
