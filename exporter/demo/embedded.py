@@ -98,6 +98,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
+    """CREATE DATABASE, optionally copied from `template`, on the server of `admin_dsn`.
+
+    Autocommit, because CREATE DATABASE cannot run inside a transaction block; shared by the
+    embedded server and the tests' external one.
+    """
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(query)
+
+
 class EmbeddedPostgres:
     """One private PostgreSQL cluster: initdb on first start, listening on 127.0.0.1:<port>.
 
@@ -238,11 +251,7 @@ class EmbeddedPostgres:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         """Create a database (optionally copied from a template) and return its DSN."""
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(query)
+        create_database(self.dsn(), name, template)
         return self.dsn(dbname=name)
 
     def close(self) -> None:
