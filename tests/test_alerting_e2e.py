@@ -20,6 +20,7 @@ import pytest
 
 from exporter import render
 from tests.exporter_fixtures import ExporterProcess, parse, scrape, total, wait_for, write_config
+from tests.prom_processes import write_yaml
 from tests.rules_fixtures import (
     ROOT,
     Notification,
@@ -30,7 +31,6 @@ from tests.rules_fixtures import (
     require_tool,
     webhook_alertmanager_config,
     webhook_receiver,
-    write_yaml,
 )
 
 AM_PARAMS = {"alertmanager": {"group_wait": "1s", "group_interval": "2s",

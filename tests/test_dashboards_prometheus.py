@@ -27,14 +27,13 @@ import yaml
 from tests.dashboards_fixtures import (
     REPO,
     RULES_DIR,
-    AlertmanagerServer,
-    PrometheusServer,
     load_dashboards,
     substitute,
     targets,
 )
-from tests.exporter_fixtures import ExporterProcess, free_port, wait_for, write_config
+from tests.exporter_fixtures import ExporterProcess, wait_for, write_config
 from tests.otlp_receiver import Receiver
+from tests.prom_processes import AlertmanagerServer, PrometheusServer, write_yaml
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -95,7 +94,9 @@ def prometheus(pg_server: Any, tmp_path_factory: pytest.TempPathFactory
     install_schema(dsn)
     receiver = Receiver()
     receiver.start()
-    alertmanager = AlertmanagerServer(workdir, free_port())
+    alertmanager = AlertmanagerServer(
+        write_yaml(workdir / "alertmanager.yml", {"route": {"receiver": "null"},
+                                                  "receivers": [{"name": "null"}]}), workdir)
     silences = {"enabled": HAS_SILENCER, "alertmanager_url": alertmanager.url,
                 "sync_interval": "2s"}
     cfg = write_config(workdir / "exporter.yml", dsn, workdir / "state",
@@ -104,8 +105,13 @@ def prometheus(pg_server: Any, tmp_path_factory: pytest.TempPathFactory
                                "insecure": True},
                        silences=silences)
     exporter = ExporterProcess(cfg)
-    server = PrometheusServer(workdir, free_port(), [f"127.0.0.1:{exporter.port}"],
-                              rule_files, job=job_name(), scrape_interval=SCRAPE_INTERVAL)
+    server = PrometheusServer(write_yaml(workdir / "prometheus.yml", {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
+                   "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": job_name(),
+                            "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+    }), workdir)
     workload = Workload(dsn, seed=7, ops_per_second=30.0, threads=3)
     try:
         server.wait_ready()
