@@ -25,10 +25,6 @@ import yaml
 
 from exporter.demo.embedded import free_port
 
-PROMETHEUS = ("prometheus",)
-ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
-"""Debian installs Alertmanager as prometheus-alertmanager; upstream tarballs as alertmanager."""
-
 
 def find_binary(names: Sequence[str]) -> str | None:
     """The first of `names` on PATH, or None."""
@@ -106,18 +102,33 @@ class ServedProcess:
         self.stop()
 
 
-class PrometheusServer(ServedProcess):
-    """The real `prometheus` binary with exemplar storage (the dashboards' trace links)."""
+class PromStackServer(ServedProcess):
+    """A Prometheus-stack binary: one config file, its own storage, a free loopback port,
+    `/-/ready`, and warnings only in its log. Subclasses name the binary and its flags."""
+
+    NAME: str
+    BINARIES: tuple[str, ...]
+    STORAGE_FLAG: str
+    EXTRA_ARGS: tuple[str, ...] = ()
 
     def __init__(self, config_file: Path, workdir: Path) -> None:
         port = free_port()
-        storage = workdir / "prom-data"
+        storage = workdir / f"{self.NAME}-data"
         storage.mkdir(parents=True, exist_ok=True)
         super().__init__(
-            [_require(PROMETHEUS), f"--config.file={config_file}",
-             f"--storage.tsdb.path={storage}", f"--web.listen-address=127.0.0.1:{port}",
-             "--enable-feature=exemplar-storage", "--log.level=warn"],
-            port, workdir / "prometheus.log", "/-/ready")
+            [_require(self.BINARIES), f"--config.file={config_file}",
+             f"{self.STORAGE_FLAG}={storage}", f"--web.listen-address=127.0.0.1:{port}",
+             "--log.level=warn", *self.EXTRA_ARGS],
+            port, workdir / f"{self.NAME}.log", "/-/ready")
+
+
+class PrometheusServer(PromStackServer):
+    """The real `prometheus` with exemplar storage (the dashboards' trace links need it)."""
+
+    NAME = "prometheus"
+    BINARIES = ("prometheus",)
+    STORAGE_FLAG = "--storage.tsdb.path"
+    EXTRA_ARGS = ("--enable-feature=exemplar-storage",)
 
     def api(self, path: str, **params: str) -> dict[str, Any]:
         """GET an API path; returns the decoded body even for 4xx (Prometheus' error JSON)."""
@@ -129,15 +140,13 @@ class PrometheusServer(ServedProcess):
             return json.loads(exc.read() or b"{}") | {"http_status": exc.code}
 
 
-class AlertmanagerServer(ServedProcess):
-    """The real Alertmanager with clustering off, so parallel instances never gossip."""
+class AlertmanagerServer(PromStackServer):
+    """The real Alertmanager with clustering off, so parallel instances never gossip.
 
-    def __init__(self, config_file: Path, workdir: Path) -> None:
-        port = free_port()
-        storage = workdir / "am-data"
-        storage.mkdir(parents=True, exist_ok=True)
-        super().__init__(
-            [_require(ALERTMANAGER), f"--config.file={config_file}",
-             f"--storage.path={storage}", f"--web.listen-address=127.0.0.1:{port}",
-             "--cluster.listen-address=", "--log.level=warn"],
-            port, workdir / "alertmanager.log", "/-/ready")
+    Debian installs it as prometheus-alertmanager, upstream tarballs as alertmanager.
+    """
+
+    NAME = "alertmanager"
+    BINARIES = ("prometheus-alertmanager", "alertmanager")
+    STORAGE_FLAG = "--storage.path"
+    EXTRA_ARGS = ("--cluster.listen-address=",)

@@ -22,14 +22,7 @@ from typing import Any
 import pytest
 
 from exporter import render
-from tests.prom_processes import (
-    ALERTMANAGER,
-    PROMETHEUS,
-    AlertmanagerServer,
-    PrometheusServer,
-    find_binary,
-    write_yaml,
-)
+from tests.prom_processes import AlertmanagerServer, PromStackServer, find_binary, write_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,19 +63,11 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> 
 
 
 @contextmanager
-def alertmanager(config_file: Path, workdir: Path) -> Iterator[str]:
-    """A real Alertmanager (clustering off), ready; yields its base URL."""
-    require_tool(*ALERTMANAGER)
-    with AlertmanagerServer(config_file, workdir) as server:
-        server.wait_ready()
-        yield server.url
-
-
-@contextmanager
-def prometheus(config_file: Path, workdir: Path) -> Iterator[str]:
-    """A real Prometheus, ready; yields its base URL."""
-    require_tool(*PROMETHEUS)
-    with PrometheusServer(config_file, workdir) as server:
+def running(server_class: type[PromStackServer], config_file: Path, workdir: Path
+            ) -> Iterator[str]:
+    """A real Prometheus or Alertmanager, ready; yields its base URL."""
+    require_tool(*server_class.BINARIES)
+    with server_class(config_file, workdir) as server:
         server.wait_ready()
         yield server.url
 
@@ -160,5 +145,6 @@ def am_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     its users read its API (silences, inhibitions), never its notifications."""
     workdir = tmp_path_factory.mktemp("am")
     cfg = webhook_alertmanager_config(render.DEFAULTS, "http://127.0.0.1:9/unused")
-    with alertmanager(write_yaml(workdir / "alertmanager.yml", cfg), workdir) as url:
+    with running(AlertmanagerServer, write_yaml(workdir / "alertmanager.yml", cfg),
+                 workdir) as url:
         yield url
