@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,8 +36,9 @@ import yaml
 from psycopg import sql
 
 from exporter import config
-from exporter.demo.embedded import EmbeddedPostgres, find_bin_dir
+from exporter.demo.embedded import EmbeddedPostgres, find_bin_dir, free_port
 from exporter.demo.schema import install_schema
+from tests.prom_processes import ServedProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 EXPORTER_ROLE = "bench_exporter"
@@ -102,9 +102,6 @@ class BenchServer:
                              "pg_stat_statements.max": 10000})
         self.pg = EmbeddedPostgres(data_dir, settings=settings)
         self.pg.bin_dir = self.bin_dir
-        # EmbeddedPostgres hands its socket directory to the server account only in initdb,
-        # so a kept data directory would fail to start (as root) without this.
-        self.pg._chown(self.pg.socket_dir)
         self.pg.start()
         with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
             self.version = conn.execute("SHOW server_version").fetchone()[0]
@@ -433,51 +430,34 @@ class LiveWriter:
 
 # -- the exporter as a process -----------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ExporterProcess:
+class ExporterProcess(ServedProcess):
     """`python -m exporter run --config FILE` as a child, as it runs in production."""
 
     def __init__(self, dsn: str, workdir: Path, **overrides: Any):
         self.workdir = fresh_dir(workdir)
-        self.port = free_port()
+        port = free_port()
         data: dict[str, Any] = {
-            "listen": f"127.0.0.1:{self.port}", "state_dir": str(self.workdir / "state"),
+            "listen": f"127.0.0.1:{port}", "state_dir": str(self.workdir / "state"),
             "poll_interval": "1s", "log_format": "json",
             "databases": [{"name": "main", "dsn": dsn, "password_env": PASSWORD_ENV}]}
         data.update(overrides)
         self.config_path = self.workdir / "pggit-exporter.yml"
         self.config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
-        self.log = (self.workdir / "exporter.log").open("wb")
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            port, self.workdir / "exporter.log", "/readyz")
 
     def get(self, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}",
-                                        timeout=timeout) as resp:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def wait_ready(self, timeout: float = 600.0) -> float:
+    def wait_ready(self, timeout: float = 600.0, interval: float = 0.05) -> float:
         """Seconds from process start until /readyz says up and caught up."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited {self.proc.returncode}; see "
-                                   f"{self.workdir / 'exporter.log'}")
-            with contextlib.suppress(OSError):
-                if self.get("/readyz", 5)[0] == 200:
-                    return time.perf_counter() - self.started
-            time.sleep(0.05)
-        raise TimeoutError("exporter not ready")
+        super().wait_ready(timeout, interval)
+        return time.perf_counter() - self.started
 
     def memory_kb(self) -> dict[str, int]:
         """VmRSS (now) and VmHWM (peak resident) from /proc."""
@@ -487,22 +467,6 @@ class ExporterProcess:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(line.split()[1])
         return out
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-    def __enter__(self) -> ExporterProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- server-side statement times (pg_stat_statements) -------------------------------------------

@@ -1,3 +1,4 @@
-"""Shared fixtures: real PostgreSQL servers (tests.pg_fixtures) and exporter helpers."""
+"""Shared fixtures: real PostgreSQL servers (tests.pg_fixtures), exporter helpers and a real
+Alertmanager (tests.rules_fixtures)."""
 
-pytest_plugins = ["tests.pg_fixtures", "tests.exporter_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.exporter_fixtures", "tests.rules_fixtures"]

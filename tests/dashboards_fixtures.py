@@ -1,18 +1,13 @@
-"""Helpers for the dashboard tests: the committed JSON, its PromQL, and a real Prometheus.
+"""Helpers for the dashboard tests: the committed JSON and its PromQL.
 
-Kept out of conftest so the dashboard tests can import them by name; nothing here is a mock:
-`PrometheusServer` runs the real `prometheus` binary on a loopback port.
+Kept out of conftest so the dashboard tests can import them by name. The real Prometheus they
+query is `tests.prom_processes.PrometheusServer`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,95 +105,3 @@ def recorded_rule_names() -> set[str]:
         for group in doc.get("groups", []):
             names.update(r["record"] for r in group.get("rules", []) if "record" in r)
     return names
-
-
-class PrometheusServer:
-    """The real `prometheus` binary scraping given targets, on a loopback port."""
-
-    def __init__(self, workdir: Path, port: int, targets: list[str],
-                 rule_files: list[Path], job: str = "pggit-exporter",
-                 scrape_interval: str = "1s") -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise FileNotFoundError("prometheus")
-        self.url = f"http://127.0.0.1:{port}"
-        config = {
-            "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
-        }
-        cfg_path = workdir / "prometheus.yml"
-        cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        self.log_path = workdir / "prometheus.log"
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg_path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready: {self.log_tail()}")
-
-    def api(self, path: str, **params: str) -> dict[str, Any]:
-        """GET an API path; returns the decoded body even for 4xx (Prometheus' error JSON)."""
-        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read() or b"{}") | {"http_status": exc.code}
-
-    def log_tail(self, lines: int = 20) -> str:
-        self.log.flush()
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-
-
-class AlertmanagerServer:
-    """The real Alertmanager on a loopback port, clustering off, routing everything nowhere."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-        if binary is None:
-            raise FileNotFoundError("alertmanager")
-        self.url = f"http://127.0.0.1:{port}"
-        cfg_path = workdir / "alertmanager.yml"
-        cfg_path.write_text(yaml.safe_dump({"route": {"receiver": "null"},
-                                            "receivers": [{"name": "null"}]}))
-        self.log = (workdir / "alertmanager.log").open("wb")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg_path}", f"--storage.path={workdir / 'am'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
+from exporter.demo.embedded import free_port
 from exporter.poller import DatabasePoller
 from exporter.service import Service
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(path: Path, dsn: str, state_dir: Path, **overrides: Any) -> Path:

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from exporter.demo.embedded import EmbeddedPostgres
+from exporter.demo.embedded import EmbeddedPostgres, create_database
 from exporter.demo.schema import install_schema
 
 EXTERNAL_DSN_ENV = "PGGIT_TEST_DSN"
@@ -65,11 +65,7 @@ class PgTestServer:
         return make_conninfo(**params)
 
     def create_database(self, name: str, template: str | None = None) -> str:
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(query)
+        create_database(self.dsn(), name, template)
         return self.dsn(dbname=name)
 
     def drop_database(self, name: str) -> None:

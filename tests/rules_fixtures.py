@@ -1,17 +1,16 @@
 """Real Prometheus-stack processes for the rules, Alertmanager, silence and e2e tests.
 
-Each helper starts the Debian binary on a free loopback port with its own temp storage and
-stops it on exit. A missing binary skips the test with a reason; CI installs them all.
+The processes themselves live in `tests.prom_processes` (the benchmarks use them too); here
+they get their pytest face: a missing binary skips the test with a reason (CI installs them
+all), and `am_url` is a fixture (this module is a plugin, see conftest).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,18 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from exporter import render
-from tests.exporter_fixtures import free_port
+from tests.prom_processes import AlertmanagerServer, PromStackServer, find_binary, write_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
+def require_tool(*names: str) -> str:
+    """The first of `names` on PATH; skips the test when none is installed."""
+    path = find_binary(names)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package prometheus / "
+        pytest.skip(f"{names[0]} is not installed (Debian package prometheus / "
                     f"prometheus-alertmanager)")
     return path
 
@@ -63,64 +62,14 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> 
     return json.loads(raw) if raw else None
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{proc.args[0]} not ready at {url}:\n{log.read_text()}")
-
-
 @contextmanager
-def _process(argv: list[str], ready_url: str, log: Path) -> Iterator[None]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_ready(proc, ready_url, log, timeout=30)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def alertmanager(config_file: Path, workdir: Path) -> Iterator[str]:
-    """A real Alertmanager (clustering off); yields its base URL."""
-    binary = require_tool("prometheus-alertmanager")
-    port = free_port()
-    storage = workdir / "am-data"
-    storage.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
-    argv = [binary, f"--config.file={config_file}", f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-            "--log.level=warn"]
-    with _process(argv, f"{url}/-/ready", workdir / "alertmanager.log"):
-        yield url
-
-
-@contextmanager
-def prometheus(config_file: Path, workdir: Path) -> Iterator[str]:
-    """A real Prometheus; yields its base URL."""
-    binary = require_tool("prometheus")
-    port = free_port()
-    storage = workdir / "prom-data"
-    storage.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
-    argv = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={storage}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-    with _process(argv, f"{url}/-/ready", workdir / "prometheus.log"):
-        yield url
+def running(server_class: type[PromStackServer], config_file: Path, workdir: Path
+            ) -> Iterator[str]:
+    """A real Prometheus or Alertmanager, ready; yields its base URL."""
+    require_tool(*server_class.BINARIES)
+    with server_class(config_file, workdir) as server:
+        server.wait_ready()
+        yield server.url
 
 
 @dataclass
@@ -190,6 +139,12 @@ def webhook_alertmanager_config(params: dict[str, Any], url: str) -> dict[str, A
     return cfg
 
 
-def write_yaml(path: Path, data: Any) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+@pytest.fixture(scope="module")
+def am_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An Alertmanager with the shipped routes whose receivers lead nowhere, one per module:
+    its users read its API (silences, inhibitions), never its notifications."""
+    workdir = tmp_path_factory.mktemp("am")
+    cfg = webhook_alertmanager_config(render.DEFAULTS, "http://127.0.0.1:9/unused")
+    with running(AlertmanagerServer, write_yaml(workdir / "alertmanager.yml", cfg),
+                 workdir) as url:
+        yield url

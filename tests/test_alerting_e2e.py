@@ -20,17 +20,16 @@ import pytest
 
 from exporter import render
 from tests.exporter_fixtures import ExporterProcess, parse, scrape, total, wait_for, write_config
+from tests.prom_processes import AlertmanagerServer, PrometheusServer, write_yaml
 from tests.rules_fixtures import (
     ROOT,
     Notification,
     WebhookReceiver,
-    alertmanager,
     http_json,
-    prometheus,
     require_tool,
+    running,
     webhook_alertmanager_config,
     webhook_receiver,
-    write_yaml,
 )
 
 AM_PARAMS = {"alertmanager": {"group_wait": "1s", "group_interval": "2s",
@@ -81,9 +80,10 @@ def stack(pggit_dsn: str, tmp_path: Path) -> Iterator[Stack]:
     require_tool("prometheus-alertmanager")
     _seed(pggit_dsn)
     params = render.merge_params(AM_PARAMS)
-    with webhook_receiver() as receiver, alertmanager(
-            write_yaml(tmp_path / "alertmanager.yml",
-                       webhook_alertmanager_config(params, receiver.url)), tmp_path) as am_url:
+    with webhook_receiver() as receiver, running(
+            AlertmanagerServer, write_yaml(tmp_path / "alertmanager.yml",
+                                           webhook_alertmanager_config(params, receiver.url)),
+            tmp_path) as am_url:
         cfg = write_config(tmp_path / "exporter.yml", pggit_dsn, tmp_path / "state",
                            silences={"enabled": True, "alertmanager_url": am_url,
                                      "sync_interval": "500ms"})
@@ -98,7 +98,7 @@ def stack(pggit_dsn: str, tmp_path: Path) -> Iterator[Stack]:
                     "job_name": render.DEFAULTS["job"],
                     "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
             })
-            with prometheus(prom_cfg, tmp_path) as prom_url:
+            with running(PrometheusServer, prom_cfg, tmp_path) as prom_url:
                 yield Stack(pggit_dsn, exporter, am_url, prom_url, receiver)
         finally:
             exporter.close()

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from exporter import render
 from tests.exporter_fixtures import wait_for
-from tests.rules_fixtures import alertmanager, http_json, webhook_alertmanager_config, write_yaml
+from tests.rules_fixtures import http_json, webhook_alertmanager_config
 
 BASE = {"job": "pggit-exporter", "database": "main", "alert_type": "THRESHOLD_EXCEEDED"}
-
-
-@pytest.fixture(scope="module")
-def am_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("am")
-    cfg = webhook_alertmanager_config(render.DEFAULTS, "http://127.0.0.1:9/unused")
-    with alertmanager(write_yaml(workdir / "alertmanager.yml", cfg), workdir) as url:
-        yield url
 
 
 def _post(am_url: str, *alerts: dict[str, str]) -> None:

@@ -46,19 +46,16 @@ def test_check_mode_fails_on_a_hand_edited_file(tmp_path: Path) -> None:
     assert render.run(_args(params=PARAMS, out_dir=tmp_path, check=True)) == 1
 
 
-def test_unknown_parameter_is_rejected_with_its_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "key"), [
+    ("alerts:\n  escalation_cuont: 4\n", r"alerts\.escalation_cuont"),
+    ("alertmanager:\n  group_wait: soon\n", r"alertmanager\.group_wait"),
+], ids=["unknown-parameter", "bad-duration"])
+def test_bad_parameter_is_rejected_with_its_key(tmp_path: Path, text: str, key: str) -> None:
     params = tmp_path / "params.yml"
-    params.write_text("alerts:\n  escalation_cuont: 4\n")
-    with pytest.raises(render.ParamsError, match=r"alerts\.escalation_cuont"):
+    params.write_text(text)
+    with pytest.raises(render.ParamsError, match=key):
         render.load_params(params)
     assert render.run(_args(params=params, out_dir=tmp_path, check=False)) == 2
-
-
-def test_bad_duration_is_rejected_with_its_key(tmp_path: Path) -> None:
-    params = tmp_path / "params.yml"
-    params.write_text("alertmanager:\n  group_wait: soon\n")
-    with pytest.raises(render.ParamsError, match=r"alertmanager\.group_wait"):
-        render.load_params(params)
 
 
 def test_parameters_reach_the_rules() -> None:

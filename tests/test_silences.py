@@ -9,21 +9,12 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import render
 from exporter.config import DatabaseConfig, SilencesConfig
 from exporter.db import Database
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.silences import SnoozeSilencer, _parse_time
 from tests.exporter_fixtures import free_port, wait_for
-from tests.rules_fixtures import alertmanager, http_json, webhook_alertmanager_config, write_yaml
-
-
-@pytest.fixture(scope="module")
-def am_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("am")
-    cfg = webhook_alertmanager_config(render.DEFAULTS, "http://127.0.0.1:9/unused")
-    with alertmanager(write_yaml(workdir / "alertmanager.yml", cfg), workdir) as url:
-        yield url
+from tests.rules_fixtures import http_json
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
+    """CREATE DATABASE, optionally copied from `template`, on the server of `admin_dsn`.
+
+    Autocommit, because CREATE DATABASE cannot run inside a transaction block; shared by the
+    embedded server and the tests' external one.
+    """
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(query)
+
+
 class EmbeddedPostgres:
     """One private PostgreSQL cluster: initdb on first start, listening on 127.0.0.1:<port>.
 
@@ -152,6 +165,9 @@ class EmbeddedPostgres:
             return
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        # The socket directory is new for every instance, also for a kept data directory
+        # that initdb (which hands it over too) will not see again.
+        self._chown(self.socket_dir)
         attempts = 1 if (self._fixed_port or self._ever_started) else 3
         for attempt in range(attempts):
             result = self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_S), "-l",
@@ -235,11 +251,7 @@ class EmbeddedPostgres:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         """Create a database (optionally copied from a template) and return its DSN."""
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(query)
+        create_database(self.dsn(), name, template)
         return self.dsn(dbname=name)
 
     def close(self) -> None:
@@ -301,7 +313,6 @@ class EmbeddedPostgres:
         if self._owns_base:
             self._chown(self.base_dir)
         self._chown(self.data_dir)
-        self._chown(self.socket_dir)
         result = self._run([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U",
                             SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale",
                             "--no-sync", "--no-instructions"])
