@@ -1,29 +1,41 @@
-"""A pgGit span row becomes an OTLP span and a duration observation.
+"""A pgGit span row becomes an OTLP span (wire bytes) and a duration observation.
 
 Ids come from `exporter.send.ids`: the trace id from the row's *root* `trace_id` (pgGit gives
 every row its own), the parent from `parent_span_id`, so a tree leaves as one trace whatever
 order its spans end in. Timestamps arrive as exact epoch microseconds (the reader converts
 pgGit's local `timestamp without time zone` in the writers' time zone).
+
+The span is encoded here, once, straight from the row (`exporter.send.encode` says why no
+SDK `ReadableSpan` is built); the attributes are those the SDK path would carry.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from exporter.read.operation_traces import SpanRow
-from exporter.send import ids
-from exporter.send.attributes import AttrValue, capped, cut, flatten, parse
+from exporter.send import encode, ids
+from exporter.send.attributes import capped, cut, flatten, parse
 
-SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+TIMED_OUT_MESSAGE = "span still RUNNING after the running timeout"
 
-# Attributes the exporter sets itself; flattened user attributes never override them.
-OWN_ATTRIBUTE_ROOM = 24
+_A = encode.SPAN_ATTRIBUTE
+_E = encode.EVENT_ATTRIBUTE
+_kv = encode.key_value
+_str = encode.string_value
+_int = encode.any_value
+_K = {name: encode.key(name) for name in (
+    "pggit.trace_id", "pggit.span_id", "pggit.operation_type", "pggit.span_status",
+    "pggit.root_trace_id", "pggit.parent_span_id", "pggit.branch_id", "pggit.branch.name",
+    "pggit.session_id", "pggit.memory_peak_bytes", "pggit.cpu_time_seconds",
+    "pggit.duration_microseconds", "pggit.span.timed_out", "pggit.attributes.error",
+    "pggit.attributes.dropped", "exception.type", "exception.message", "pggit.error_code",
+    "pggit.error_details", "enduser.id", "pggit.user_name_hash")}
+_TRUE = encode.any_value(True)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,10 @@ class SpanStyle:
     user_name: str = "off"
     max_attribute_length: int = 4096
     max_attributes: int = 128
+    envelope: encode.Envelope = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "envelope", encode.Envelope(self.resource, self.scope))
 
 
 def user_attribute(mode: str, user: str | None) -> dict[str, str]:
@@ -46,88 +62,81 @@ def user_attribute(mode: str, user: str | None) -> dict[str, str]:
     return {"pggit.user_name_hash": hashlib.sha256(user.encode("utf-8")).hexdigest()[:16]}
 
 
-def context(row: SpanRow) -> SpanContext:
-    return SpanContext(ids.trace_id(row.root_trace_id), ids.span_id(row.span_id),
-                       is_remote=False, trace_flags=SAMPLED)
-
-
-def to_span(row: SpanRow, style: SpanStyle, timed_out_at_us: int | None = None
-            ) -> ReadableSpan:
+def to_span(row: SpanRow, style: SpanStyle, timed_out_at_us: int | None = None) -> bytes:
     """The OTLP span of a row; `timed_out_at_us` marks a span sent unfinished at that time."""
-    trace = ids.trace_id(row.root_trace_id)
-    parent = None
-    if row.parent_span_id is not None:
-        parent = SpanContext(trace, ids.span_id(row.parent_span_id), is_remote=False,
-                             trace_flags=SAMPLED)
     limit = style.max_attribute_length
-    own: dict[str, AttrValue] = {
-        "pggit.trace_id": cut(row.trace_id, limit),
-        "pggit.span_id": cut(row.span_id, limit),
-        "pggit.operation_type": cut(row.operation_type, limit),
-        "pggit.span_status": row.span_status or "PENDING",
+    parent = None if row.parent_span_id is None else ids.span_id(row.parent_span_id)
+    # Encoded attribute values by key, the exporter's own first: user attributes never
+    # override them.
+    own: dict[str, bytes] = {
+        "pggit.trace_id": _str(cut(row.trace_id, limit)),
+        "pggit.span_id": _str(cut(row.span_id, limit)),
+        "pggit.operation_type": _str(cut(row.operation_type, limit)),
+        "pggit.span_status": _str(row.span_status or "PENDING"),
     }
     if row.root_trace_id != row.trace_id:
-        own["pggit.root_trace_id"] = cut(row.root_trace_id, limit)
+        own["pggit.root_trace_id"] = _str(cut(row.root_trace_id, limit))
     if row.parent_span_id is not None:
-        own["pggit.parent_span_id"] = cut(row.parent_span_id, limit)
+        own["pggit.parent_span_id"] = _str(cut(row.parent_span_id, limit))
     if row.branch_id is not None:
-        own["pggit.branch_id"] = row.branch_id
+        own["pggit.branch_id"] = _int(row.branch_id)
     if row.branch_name is not None:
-        own["pggit.branch.name"] = cut(row.branch_name, limit)
+        own["pggit.branch.name"] = _str(cut(row.branch_name, limit))
     if row.session_id is not None:
-        own["pggit.session_id"] = cut(row.session_id, limit)
+        own["pggit.session_id"] = _str(cut(row.session_id, limit))
     if row.memory_peak_bytes is not None:
-        own["pggit.memory_peak_bytes"] = row.memory_peak_bytes
+        own["pggit.memory_peak_bytes"] = _int(row.memory_peak_bytes)
     if row.cpu_microseconds is not None:
-        own["pggit.cpu_time_seconds"] = row.cpu_microseconds / 1e6
+        own["pggit.cpu_time_seconds"] = _int(row.cpu_microseconds / 1e6)
     if row.duration_us is not None:
-        own["pggit.duration_microseconds"] = row.duration_us
-    own.update(user_attribute(style.user_name, row.user_name))
+        own["pggit.duration_microseconds"] = _int(row.duration_us)
+    if style.user_name != "off":
+        for k, v in user_attribute(style.user_name, row.user_name).items():
+            own[k] = _str(v)
 
-    events: list[Event] = []
-    status = Status(StatusCode.UNSET)
+    events = b""
+    status, message = encode.STATUS_UNSET, None
     if timed_out_at_us is not None:
-        own["pggit.span.timed_out"] = True
-        status = Status(StatusCode.ERROR, "span still RUNNING after the running timeout")
+        own["pggit.span.timed_out"] = _TRUE
+        status, message = encode.STATUS_ERROR, TIMED_OUT_MESSAGE
         end_us = max(timed_out_at_us, row.start_us)
     else:
         end_us = row.end_us if row.end_us is not None else row.start_us
         if row.span_status == "FAILED":
             message = cut(row.error_message or "FAILED", limit)
-            status = Status(StatusCode.ERROR, message)
-            event_attrs: dict[str, AttrValue] = {
-                "exception.type": cut(row.error_code or "pggit.FAILED", limit),
-                "exception.message": message,
-            }
+            status = encode.STATUS_ERROR
+            event = (_kv(_E, _K["exception.type"], _str(cut(row.error_code or "pggit.FAILED",
+                                                             limit)))
+                     + _kv(_E, _K["exception.message"], _str(message)))
             if row.error_code is not None:
-                event_attrs["pggit.error_code"] = cut(row.error_code, limit)
+                event += _kv(_E, _K["pggit.error_code"], _str(cut(row.error_code, limit)))
             if row.error_details is not None:
-                event_attrs["pggit.error_details"] = cut(row.error_details, limit)
-            events.append(Event("exception", event_attrs, timestamp=end_us * 1000))
+                event += _kv(_E, _K["pggit.error_details"], _str(cut(row.error_details, limit)))
+            events = encode.event("exception", end_us * 1000, event)
         elif row.span_status == "SUCCESS":
-            status = Status(StatusCode.OK)
+            status = encode.STATUS_OK
 
     # One slot stays free for the "dropped" count, so the cap holds with it.
     room = max(style.max_attributes - len(own) - 2, 0)
     if row.attributes_too_large:
-        own["pggit.attributes.error"] = "attributes too large, left out"
-    value, problem = parse(row.attributes)
-    if problem:
-        own["pggit.attributes.error"] = problem
-    extra: dict[str, AttrValue] = {}
-    if value is not None:
-        if not isinstance(value, dict):
-            value = {"pggit.attributes": value}
-        extra, dropped = capped(flatten(value, limit), room)
-        if dropped:
-            own["pggit.attributes.dropped"] = dropped
-    attributes = {**extra, **own}
-
-    return ReadableSpan(
-        name=cut(row.span_name, limit), context=context(row), parent=parent,
-        resource=style.resource, attributes=attributes, events=events, kind=SpanKind.INTERNAL,
-        status=status, start_time=row.start_us * 1000, end_time=end_us * 1000,
-        instrumentation_scope=style.scope)
+        own["pggit.attributes.error"] = _str("attributes too large, left out")
+    extra = b""
+    if row.attributes is not None:
+        value, problem = parse(row.attributes)
+        if problem:
+            own["pggit.attributes.error"] = _str(problem)
+        if value is not None:
+            if not isinstance(value, dict):
+                value = {"pggit.attributes": value}
+            pairs, dropped = capped(flatten(value, limit), room)
+            if dropped:
+                own["pggit.attributes.dropped"] = _int(dropped)
+            extra = encode.attributes((k, v) for k, v in pairs.items() if k not in own)
+    keys = _K
+    attrs = b"".join([_kv(_A, keys.get(k) or encode.key(k), v) for k, v in own.items()])
+    return encode.span(ids.trace_id(row.root_trace_id), ids.span_id(row.span_id), parent,
+                       cut(row.span_name, limit), row.start_us * 1000, end_us * 1000,
+                       attrs + extra, status, message, events)
 
 
 def duration_seconds(row: SpanRow) -> float:

@@ -1,7 +1,8 @@
 """Trace forwarding: poll pgGit's spans and merges, map them, hand them to the OTLP sender.
 
 One poll = one REPEATABLE READ READ ONLY transaction (see `exporter.read.operation_traces`
-for the exactly-once change feed). After each poll the state file
+for the exactly-once change feed). After each poll (at most once a second while a backlog
+is read page after page, see `SAVE_INTERVAL`) the state file
 `<state_dir>/<database>.traces.json` is written atomically with: the change-feed positions,
 the spans seen RUNNING or timed out, the span-duration histograms, and the keys of spans still
 in the send queue.
@@ -14,10 +15,13 @@ function of the row). Histogram counts are part of the same checkpoint as the re
 so they are exact across kill -9. A span that did not fit into the queue is dropped and
 counted as `result="dropped"`; its duration is still counted in the histogram.
 
-Flow control: while the endpoint accepts spans, a poll reads no more rows than the queue has
-room for (the table is the buffer, nothing is dropped while catching up on a backlog). When
-the endpoint fails, polls continue at full size, so metrics stay current, and overflow is
-dropped and counted.
+Flow control: while the endpoint accepts spans, a poll reads a batch when the sender has no
+more than one waiting, and never more than the queue has room for (the table is the buffer,
+nothing is dropped while catching up on a backlog). When the endpoint fails, polls continue
+at full size, so metrics stay current, and overflow is dropped and counted.
+
+Threads: the poll thread reads, decides and counts; spans are encoded by the sender thread
+(`Group`), so that work overlaps the poll thread's waits for the database.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,13 @@ HISTOGRAM = "pggit_span_duration_seconds"
 STATE_VERSION = 1
 PRUNE_EVERY = 60
 """Polls between checks that timed-out spans still exist (rows deleted by retention)."""
+SAVE_INTERVAL = 1.0
+"""Seconds between checkpoints while a backlog is read page after page.
+
+Two fsyncs per page would cost more than reading the page. Skipping a checkpoint is safe: the
+state on disk stays a consistent earlier one, so a crash re-reads (and resends, with the same
+ids) what was read since, and counts it once.
+"""
 
 
 def tracing_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
@@ -101,7 +113,8 @@ class TraceForwarder:
             user_name=cfg.user_name, max_attribute_length=cfg.max_attribute_length,
             max_attributes=cfg.max_attributes)
         self.queue = SpanQueue(cfg.queue_size)
-        self.sender = Sender(exporter if exporter is not None else build_exporter(cfg),
+        self.sender = Sender(exporter if exporter is not None
+                             else build_exporter(cfg, envelope=self.style.envelope),
                              self.queue, cfg.batch_size, self._exported, self._failed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,6 +122,7 @@ class TraceForwarder:
         self._polls = 0
         self._dirty = True
         self._throttled = False
+        self._saved_at = float("-inf")
         self.late_ends = 0
         self._load()
         for result in ("exported", "dropped", "timed_out"):
@@ -149,6 +163,7 @@ class TraceForwarder:
                 "aggregates": self.agg.to_json(),
             }
         write_atomic(self.state_path, data)
+        self._saved_at = time.monotonic()
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -190,7 +205,7 @@ class TraceForwarder:
         value = duration_seconds(row)
         labels = (self.label_cap("operation_type", row.operation_type),
                   self.label_cap("span_name", row.span_name), row.span_status or "UNKNOWN")
-        trace_hex = ids.hex_trace_id(ids.trace_id(row.root_trace_id))
+        trace_hex = ids.trace_id(row.root_trace_id).hex()
         assert row.end_us is not None
         self.agg.observe(HISTOGRAM, labels, value, exemplar=(trace_hex, value, row.end_us / 1e6))
 
@@ -209,7 +224,7 @@ class TraceForwarder:
             self._observe(row)
             return
         self._observe(row)
-        out.append(Group("s:" + row.span_id, (to_span(row, self.style),)))
+        out.append(Group("s:" + row.span_id, encode=partial(to_span, row, self.style)))
 
     def _timeouts(self, conn: psycopg.Connection, xmax: int, now_us: int,
                   out: list[Group]) -> int:
@@ -226,7 +241,8 @@ class TraceForwarder:
             elif not row.ended:
                 entry = self.running.pop(span_id)
                 self.timed_out[span_id] = entry
-                out.append(Group("t:" + span_id, (to_span(row, self.style, now_us),)))
+                out.append(Group("t:" + span_id, encode=partial(to_span, row, self.style,
+                                                                 now_us)))
                 n += 1
         return n
 
@@ -249,9 +265,9 @@ class TraceForwarder:
             if row is None:
                 self._counter("dropped").inc()
             elif kind == "t:":
-                out.append(Group(key, (to_span(row, self.style, now_us),)))
+                out.append(Group(key, encode=partial(to_span, row, self.style, now_us)))
             elif row.ended:
-                out.append(Group(key, (to_span(row, self.style),)))
+                out.append(Group(key, encode=partial(to_span, row, self.style)))
 
     def _merges(self, conn: psycopg.Connection, current: Snapshot, limit: int,
                 out: list[Group]) -> int:
@@ -272,10 +288,14 @@ class TraceForwarder:
         """One poll; returns the rows consumed (a full page means: poll again at once)."""
         healthy = self.sender.stats.healthy
         batch = self.cfg.batch_size
-        # Healthy: keep about two batches queued, enough to keep the sender busy, and leave
-        # the rest in the table; the queue's capacity is for outages.
-        ahead = max(2 * batch - self.queue.depth, 0)
-        limit = min(batch, self.queue.room(), ahead) if healthy else batch
+        # Healthy: keep about two batches queued (one in flight, one ready), enough to keep
+        # the sender busy, and leave the rest in the table; the queue's capacity is for
+        # outages. Read a batch at a time, not the odd few spans: each poll costs a snapshot
+        # and a checkpoint.
+        if healthy:
+            limit = min(batch, self.queue.room()) if self.queue.depth <= batch else 0
+        else:
+            limit = batch
         self._throttled = limit == 0
         out: list[Group] = []
         timed_out = 0
@@ -306,14 +326,21 @@ class TraceForwarder:
                 if self.timed_out and self._polls % PRUNE_EVERY == 0:
                     alive = self.spans.existing(conn, self.timed_out)
                     self.timed_out = {k: v for k, v in self.timed_out.items() if k in alive}
-        dropped = sum(0 if self.queue.offer(g) else len(g.spans) for g in out)
+        if not healthy:
+            # The queue fills while the endpoint is down: hold spans encoded (smaller than
+            # rows), and encode here, before the sender can see the group.
+            for group in out:
+                group.spans()
+        dropped = sum(0 if self.queue.offer(g) else g.size for g in out)
         if dropped:
             self._counter("dropped").inc(dropped)
             log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
         if timed_out:
             self._counter("timed_out").inc(timed_out)
         self._depth()
-        if consumed or out or self._dirty or self.span_scan.in_pass:
+        backlog = 0 < limit == consumed
+        if (consumed or out or self._dirty or self.span_scan.in_pass) and not (
+                backlog and time.monotonic() - self._saved_at < SAVE_INTERVAL):
             self._dirty = False
             self._save()
         self.on_change()
@@ -326,8 +353,11 @@ class TraceForwarder:
         while not self._stop.wait(delay):
             try:
                 consumed = self.poll_once()
-                # Held back by a busy sender: look again soon, not a whole interval later.
-                delay = 0.0 if consumed else (0.02 if self._throttled else self.poll_interval)
+                delay = 0.0 if consumed else self.poll_interval
+                if self._throttled:
+                    # Held back by a busy sender: read again as soon as it has sent a batch.
+                    self.queue.wait_depth(self.cfg.batch_size, self.poll_interval)
+                    delay = 0.0
             except Exception as exc:
                 log.warning("%s: trace poll failed: %s", self.database, exc)
                 self.self_metrics["pggit_exporter_errors_total"].labels(
@@ -345,6 +375,7 @@ class TraceForwarder:
         """Stop polling, send what can be sent within `timeout`, save what was not."""
         deadline = time.monotonic() + timeout
         self._stop.set()
+        self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout)
         self.sender.drain(deadline)
