@@ -19,23 +19,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.read.operation_traces import SpanRow
 from exporter.send import encode, ids
-from exporter.send.attributes import capped, cut, flatten, parse
+from exporter.send.attributes import AttrValue, cut, flatten, parse
 
 TIMED_OUT_MESSAGE = "span still RUNNING after the running timeout"
-
-_A = encode.SPAN_ATTRIBUTE
-_E = encode.EVENT_ATTRIBUTE
-_kv = encode.key_value
-_str = encode.string_value
-_int = encode.any_value
-_K = {name: encode.key(name) for name in (
-    "pggit.trace_id", "pggit.span_id", "pggit.operation_type", "pggit.span_status",
-    "pggit.root_trace_id", "pggit.parent_span_id", "pggit.branch_id", "pggit.branch.name",
-    "pggit.session_id", "pggit.memory_peak_bytes", "pggit.cpu_time_seconds",
-    "pggit.duration_microseconds", "pggit.span.timed_out", "pggit.attributes.error",
-    "pggit.attributes.dropped", "exception.type", "exception.message", "pggit.error_code",
-    "pggit.error_details", "enduser.id", "pggit.user_name_hash")}
-_TRUE = encode.any_value(True)
 
 
 @dataclass(frozen=True)
@@ -65,39 +51,35 @@ def user_attribute(mode: str, user: str | None) -> dict[str, str]:
 def to_span(row: SpanRow, style: SpanStyle, timed_out_at_us: int | None = None) -> bytes:
     """The OTLP span of a row; `timed_out_at_us` marks a span sent unfinished at that time."""
     limit = style.max_attribute_length
-    parent = None if row.parent_span_id is None else ids.span_id(row.parent_span_id)
-    # Encoded attribute values by key, the exporter's own first: user attributes never
-    # override them.
-    own: dict[str, bytes] = {
-        "pggit.trace_id": _str(cut(row.trace_id, limit)),
-        "pggit.span_id": _str(cut(row.span_id, limit)),
-        "pggit.operation_type": _str(cut(row.operation_type, limit)),
-        "pggit.span_status": _str(row.span_status or "PENDING"),
+    own: dict[str, AttrValue] = {
+        "pggit.trace_id": cut(row.trace_id, limit),
+        "pggit.span_id": cut(row.span_id, limit),
+        "pggit.operation_type": cut(row.operation_type, limit),
+        "pggit.span_status": row.span_status or "PENDING",
     }
     if row.root_trace_id != row.trace_id:
-        own["pggit.root_trace_id"] = _str(cut(row.root_trace_id, limit))
+        own["pggit.root_trace_id"] = cut(row.root_trace_id, limit)
     if row.parent_span_id is not None:
-        own["pggit.parent_span_id"] = _str(cut(row.parent_span_id, limit))
+        own["pggit.parent_span_id"] = cut(row.parent_span_id, limit)
     if row.branch_id is not None:
-        own["pggit.branch_id"] = _int(row.branch_id)
+        own["pggit.branch_id"] = row.branch_id
     if row.branch_name is not None:
-        own["pggit.branch.name"] = _str(cut(row.branch_name, limit))
+        own["pggit.branch.name"] = cut(row.branch_name, limit)
     if row.session_id is not None:
-        own["pggit.session_id"] = _str(cut(row.session_id, limit))
+        own["pggit.session_id"] = cut(row.session_id, limit)
     if row.memory_peak_bytes is not None:
-        own["pggit.memory_peak_bytes"] = _int(row.memory_peak_bytes)
+        own["pggit.memory_peak_bytes"] = row.memory_peak_bytes
     if row.cpu_microseconds is not None:
-        own["pggit.cpu_time_seconds"] = _int(row.cpu_microseconds / 1e6)
+        own["pggit.cpu_time_seconds"] = row.cpu_microseconds / 1e6
     if row.duration_us is not None:
-        own["pggit.duration_microseconds"] = _int(row.duration_us)
+        own["pggit.duration_microseconds"] = row.duration_us
     if style.user_name != "off":
-        for k, v in user_attribute(style.user_name, row.user_name).items():
-            own[k] = _str(v)
+        own.update(user_attribute(style.user_name, row.user_name))
 
     events = b""
     status, message = encode.STATUS_UNSET, None
     if timed_out_at_us is not None:
-        own["pggit.span.timed_out"] = _TRUE
+        own["pggit.span.timed_out"] = True
         status, message = encode.STATUS_ERROR, TIMED_OUT_MESSAGE
         end_us = max(timed_out_at_us, row.start_us)
     else:
@@ -105,38 +87,37 @@ def to_span(row: SpanRow, style: SpanStyle, timed_out_at_us: int | None = None) 
         if row.span_status == "FAILED":
             message = cut(row.error_message or "FAILED", limit)
             status = encode.STATUS_ERROR
-            event = (_kv(_E, _K["exception.type"], _str(cut(row.error_code or "pggit.FAILED",
-                                                             limit)))
-                     + _kv(_E, _K["exception.message"], _str(message)))
-            if row.error_code is not None:
-                event += _kv(_E, _K["pggit.error_code"], _str(cut(row.error_code, limit)))
-            if row.error_details is not None:
-                event += _kv(_E, _K["pggit.error_details"], _str(cut(row.error_details, limit)))
-            events = encode.event("exception", end_us * 1000, event)
+            event: dict[str, AttrValue | None] = {
+                "exception.type": cut(row.error_code or "pggit.FAILED", limit),
+                "exception.message": message,
+                "pggit.error_code": row.error_code and cut(row.error_code, limit),
+                "pggit.error_details": row.error_details and cut(row.error_details, limit),
+            }
+            events = encode.event("exception", end_us * 1000,
+                                  encode.attributes(event.items(), encode.EVENT_ATTRIBUTE))
         elif row.span_status == "SUCCESS":
             status = encode.STATUS_OK
 
     # One slot stays free for the "dropped" count, so the cap holds with it.
     room = max(style.max_attributes - len(own) - 2, 0)
     if row.attributes_too_large:
-        own["pggit.attributes.error"] = _str("attributes too large, left out")
+        own["pggit.attributes.error"] = "attributes too large, left out"
     extra = b""
     if row.attributes is not None:
         value, problem = parse(row.attributes)
         if problem:
-            own["pggit.attributes.error"] = _str(problem)
+            own["pggit.attributes.error"] = problem
         if value is not None:
             if not isinstance(value, dict):
                 value = {"pggit.attributes": value}
-            pairs, dropped = capped(flatten(value, limit), room)
+            pairs, dropped = flatten(value, limit, room)
             if dropped:
-                own["pggit.attributes.dropped"] = _int(dropped)
+                own["pggit.attributes.dropped"] = dropped
             extra = encode.attributes((k, v) for k, v in pairs.items() if k not in own)
-    keys = _K
-    attrs = b"".join([_kv(_A, keys.get(k) or encode.key(k), v) for k, v in own.items()])
+    parent = None if row.parent_span_id is None else ids.span_id(row.parent_span_id)
     return encode.span(ids.trace_id(row.root_trace_id), ids.span_id(row.span_id), parent,
                        cut(row.span_name, limit), row.start_us * 1000, end_us * 1000,
-                       attrs + extra, status, message, events)
+                       encode.attributes(own.items()) + extra, status, message, events)
 
 
 def duration_seconds(row: SpanRow) -> float:

@@ -106,9 +106,22 @@ def key_value(tag: bytes, key_field: bytes, value: bytes) -> bytes:
     return tag + (_SMALL[n] if n < 0x80 else varint(n)) + body
 
 
+def attribute(key_field: bytes, value: Any, tag: bytes = SPAN_ATTRIBUTE) -> bytes:
+    """A `KeyValue` field; a short string (most attributes) is written in one step."""
+    if type(value) is not str:
+        return key_value(tag, key_field, any_value(value))
+    raw = value.encode("utf-8", "replace")
+    n = len(raw)
+    size = len(key_field) + n + 4
+    if size < 0x80:
+        return b"".join((tag, _SMALL[size], key_field, b"\x12", _SMALL[n + 2], b"\x0a",
+                         _SMALL[n], raw))
+    return key_value(tag, key_field, b"\x0a" + varint(n) + raw)
+
+
 def attributes(pairs: Iterable[tuple[str, Any]], tag: bytes = SPAN_ATTRIBUTE) -> bytes:
     """Repeated `KeyValue` fields; None values are left out (OTLP has no null)."""
-    return b"".join(key_value(tag, key(k), any_value(v)) for k, v in pairs if v is not None)
+    return b"".join([attribute(key(k), v, tag) for k, v in pairs if v is not None])
 
 
 def span(trace_id: bytes, span_id: bytes, parent_span_id: bytes | None, name: str,
