@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -94,6 +95,32 @@ def test_spans_beyond_a_full_queue_are_dropped_and_counted(
     forwarder.stop(timeout=1)
     assert len(receiver.spans) == 5
     assert spans_total(forwarder, "exported") == 5
+
+
+def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
+    forwarder.sender.give_up_after = 0.0  # the first failure is past the limit
+    receiver.refuse = True
+    for i in range(3):
+        start_span(writer, f"lost{i}", None)
+        end_span(writer, f"lost{i}")
+    forwarder.poll_once()
+    assert forwarder.send_pending() is False
+    assert forwarder.queue.depth == 0
+    assert spans_total(forwarder, "dropped") == 3
+    receiver.refuse = False
+    for i in range(2):
+        start_span(writer, f"kept{i}", None)
+        end_span(writer, f"kept{i}")
+    drain(forwarder)
+    forwarder.stop(timeout=1)
+    again = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    drain(again)
+    again.stop(timeout=1)
+    assert sorted(receiver.by_pggit_span_id()) == ["kept0", "kept1"]
+    assert spans_total(forwarder, "exported") == 2
+    assert json.loads((tmp_path / "main.traces.json").read_text())["unsent"] == []
 
 
 def test_healthy_endpoint_backlog_larger_than_queue_is_not_dropped(

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
@@ -66,6 +67,9 @@ HISTOGRAM = "pggit_span_duration_seconds"
 STATE_VERSION = 1
 PRUNE_EVERY = 60
 """Polls between checks that timed-out spans still exist (rows deleted by retention)."""
+PAGES = 4
+"""Batches one healthy poll may read: enough to spread a poll's fixed costs, few enough to
+keep its transaction short."""
 SAVE_INTERVAL = 1.0
 """Seconds between checkpoints while a backlog is read page after page.
 
@@ -115,8 +119,10 @@ class TraceForwarder:
         self.queue = SpanQueue(cfg.queue_size)
         self.sender = Sender(exporter if exporter is not None
                              else build_exporter(cfg, envelope=self.style.envelope),
-                             self.queue, cfg.batch_size, self._exported, self._failed)
+                             self.queue, cfg.batch_size, self._exported, self._failed,
+                             self._given_up)
         self._lock = threading.Lock()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"pggit-traces-read-{database}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
@@ -180,6 +186,11 @@ class TraceForwarder:
         self._counter("exported").inc(n)
         self._depth()
         self.on_change()
+
+    def _given_up(self, n: int) -> None:
+        self._dirty = True
+        self._counter("dropped").inc(n)
+        self._depth()
 
     def _failed(self, message: str) -> None:
         log.warning("%s: %s", self.database, message)
@@ -284,25 +295,73 @@ class TraceForwarder:
         scan.advance(rows[-1].merge_metric_id if rows else None, len(rows), limit)
         return len(rows)
 
+    def _offer(self, groups: list[Group], healthy: bool) -> int:
+        """Queue groups; returns the spans that did not fit (dropped, counted by the caller)."""
+        if not healthy:
+            # The queue fills while the endpoint is down: hold spans encoded (smaller than
+            # rows), and encode here, before the sender can see the group.
+            for group in groups:
+                group.spans()
+        return sum(0 if self.queue.offer(g) else g.size for g in groups)
+
+    def _pages(self, conn: psycopg.Connection, current: Snapshot, limit: int,
+               healthy: bool) -> tuple[int, int]:
+        """Read up to `limit` changed spans, a batch a page; returns (rows, spans dropped).
+
+        While one page is handled and queued, the next is already being read (by `_reader`,
+        on the same connection and snapshot, so it is the same as one big page). The sender
+        starts on the first page while the others are read.
+        """
+        scan = self.span_scan
+        page = self.cfg.batch_size
+        with self._lock:
+            scan.begin(current)
+        asked = min(page, limit)
+        rows = self.spans.changed(conn, scan, current.xmax, asked)
+        consumed = dropped = 0
+        while True:
+            consumed += len(rows)
+            ahead = None
+            if len(rows) == asked and consumed < limit:
+                scan.advance(rows[-1].span_id, asked, asked)  # the cursor only: a full page
+                next_asked = min(page, limit - consumed)
+                ahead = self._reader.submit(self.spans.changed, conn, scan, current.xmax,
+                                            next_asked)
+            out: list[Group] = []
+            try:
+                with self._lock:
+                    for row in rows:
+                        self._handle(row, out)
+                    if ahead is None:
+                        scan.advance(rows[-1].span_id if rows else None, len(rows), asked)
+            except BaseException:
+                if ahead is not None:
+                    wait([ahead])  # the connection is busy until the read ahead is done
+                raise
+            dropped += self._offer(out, healthy)
+            if ahead is None:
+                return consumed, dropped
+            rows, asked = ahead.result(), next_asked
+
     def poll_once(self) -> int:
-        """One poll; returns the rows consumed (a full page means: poll again at once)."""
+        """One poll; returns the rows consumed (a full read means: poll again at once)."""
         healthy = self.sender.stats.healthy
         batch = self.cfg.batch_size
-        # Healthy: keep about two batches queued (one in flight, one ready), enough to keep
-        # the sender busy, and leave the rest in the table; the queue's capacity is for
-        # outages. Read a batch at a time, not the odd few spans: each poll costs a snapshot
-        # and a checkpoint.
+        # Healthy: read when no more than a batch waits, up to PAGES batches, and leave the
+        # rest in the table; the queue's capacity is for outages. A poll costs a snapshot,
+        # a few round trips and a checkpoint, so it reads batches, not the odd few spans.
         if healthy:
-            limit = min(batch, self.queue.room()) if self.queue.depth <= batch else 0
+            limit = (min(batch * PAGES, self.queue.room()) if self.queue.depth <= batch
+                     else 0)
         else:
             limit = batch
         self._throttled = limit == 0
         out: list[Group] = []
-        timed_out = 0
+        consumed = dropped = timed_out = 0
         with self.connect() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
-            with conn.transaction(), self._lock:
+            with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snap_text, now_us = conn.execute(
                     "SELECT pg_current_snapshot()::text, "
@@ -310,28 +369,22 @@ class TraceForwarder:
                 ).fetchone()  # type: ignore[misc]
                 current = Snapshot.parse(snap_text)
                 if self.unsent:
-                    self._resend(conn, current.xmax, now_us, out)
-                consumed = 0
+                    with self._lock:
+                        self._resend(conn, current.xmax, now_us, out)
+                    dropped += self._offer(out, healthy)
+                    out = []
                 if limit > 0:
-                    scan = self.span_scan
-                    scan.begin(current)
-                    rows = self.spans.changed(conn, scan, current.xmax, limit)
-                    for row in rows:
-                        self._handle(row, out)
-                    scan.advance(rows[-1].span_id if rows else None, len(rows), limit)
-                    consumed = len(rows)
-                    consumed += self._merges(conn, current, limit - len(rows), out)
-                timed_out = self._timeouts(conn, current.xmax, now_us, out)
-                self._polls += 1
-                if self.timed_out and self._polls % PRUNE_EVERY == 0:
-                    alive = self.spans.existing(conn, self.timed_out)
-                    self.timed_out = {k: v for k, v in self.timed_out.items() if k in alive}
-        if not healthy:
-            # The queue fills while the endpoint is down: hold spans encoded (smaller than
-            # rows), and encode here, before the sender can see the group.
-            for group in out:
-                group.spans()
-        dropped = sum(0 if self.queue.offer(g) else g.size for g in out)
+                    consumed, lost = self._pages(conn, current, limit, healthy)
+                    dropped += lost
+                with self._lock:
+                    consumed += self._merges(conn, current, limit - consumed, out)
+                    timed_out = self._timeouts(conn, current.xmax, now_us, out)
+                    self._polls += 1
+                    if self.timed_out and self._polls % PRUNE_EVERY == 0:
+                        alive = self.spans.existing(conn, self.timed_out)
+                        self.timed_out = {k: v for k, v in self.timed_out.items()
+                                          if k in alive}
+        dropped += self._offer(out, healthy)
         if dropped:
             self._counter("dropped").inc(dropped)
             log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
@@ -378,6 +431,7 @@ class TraceForwarder:
         self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._reader.shutdown(wait=False)
         self.sender.drain(deadline)
         try:
             self._save()

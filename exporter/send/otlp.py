@@ -204,23 +204,34 @@ class SpanQueue:
             self._room.notify_all()
 
 
+GIVE_UP_AFTER = 300.0
+"""Seconds a batch is retried before it is dropped (and counted): the OpenTelemetry
+Collector's default `max_elapsed_time`. Without a limit a batch the endpoint will never take
+(too large, malformed) would block every span behind it for good."""
+
+
 class Sender:
     """A thread that exports batches, retrying a failed batch with exponential backoff.
 
-    A batch that fails stays in flight (and so in the checkpoint) while the backoff runs; the
-    SDK exporter's own retries are bounded by its timeout, so `stop()` returns in time.
+    A batch that fails stays in flight (and so in the checkpoint) while the backoff runs, for
+    up to `give_up_after` seconds; then it is dropped and counted, and the next one is tried.
+    The SDK exporter's own retries are bounded by its timeout, so `stop()` returns in time.
     """
 
     def __init__(self, exporter: SpanExporter, queue: SpanQueue, batch_size: int,
                  on_exported: Callable[[int], None], on_failure: Callable[[str], None],
-                 backoff_initial: float = 0.5, backoff_max: float = 30.0):
+                 on_dropped: Callable[[int], None], backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, give_up_after: float = GIVE_UP_AFTER):
         self.exporter = exporter
         self.queue = queue
         self.batch_size = batch_size
         self.on_exported = on_exported
         self.on_failure = on_failure
+        self.on_dropped = on_dropped
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.give_up_after = give_up_after
+        self._failing_since: float | None = None
         self.stats = SenderStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -243,6 +254,7 @@ class Sender:
         if not groups:
             return None
         if self._export(groups):
+            self._failing_since = None
             n = self.queue.done()
             self.stats.exported += n
             self.stats.healthy = True
@@ -250,7 +262,19 @@ class Sender:
             return True
         self.stats.failures += 1
         self.stats.healthy = False
-        self.on_failure(f"export of {sum(g.size for g in groups)} spans failed")
+        size = sum(g.size for g in groups)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since < self.give_up_after:
+            self.on_failure(f"export of {size} spans failed")
+            return False
+        self._failing_since = None
+        self.queue.done()
+        self.stats.dropped += size
+        self.on_dropped(size)
+        self.on_failure(f"export of {size} spans failed for {self.give_up_after:g} s; "
+                        "dropped")
         return False
 
     def _run(self) -> None:
