@@ -17,9 +17,14 @@ _TRACE_SALT = b"pggit.trace\x00"
 _SPAN_SALT = b"pggit.span\x00"
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+CACHE_SIZE = 16384
+"""Ids remembered per kind. A root's trace id is computed for the histogram exemplar when a
+row is read and again when the sender encodes it, up to a few batches later, and a parent's
+span id for each of its children; 16k entries (~10 MB for both kinds) cover that, where the
+former 64k cost ~40 MB with a backlog of distinct roots."""
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=CACHE_SIZE)
 def trace_id(text: str) -> bytes:
     """128-bit OTLP trace id of a root's `trace_id`; never all zero (invalid in OTLP)."""
     try:
@@ -32,7 +37,7 @@ def trace_id(text: str) -> bytes:
     return digest[:16] if digest[:16] != _ZERO_TRACE else _ZERO_TRACE[:15] + b"\x01"
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=CACHE_SIZE)
 def span_id(text: str) -> bytes:
     """64-bit OTLP span id of a `span_id` text; never all zero.
 
