@@ -20,6 +20,12 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
+def write_ended(conn: psycopg.Connection, span_ids: list[str]) -> None:
+    for span_id in span_ids:
+        start_span(conn, span_id, None)
+        end_span(conn, span_id)
+
+
 @pytest.fixture
 def writer(pggit_dsn: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
@@ -45,9 +51,7 @@ def test_span_that_ends_after_a_restart_is_sent_once(
 
 def test_restart_does_not_resend_spans_already_sent(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
-    for i in range(20):
-        start_span(writer, f"s{i}", None)
-        end_span(writer, f"s{i}")
+    write_ended(writer, [f"s{i}" for i in range(20)])
     first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
     drain(first)
     first.stop(timeout=1)
@@ -61,9 +65,7 @@ def test_spans_wait_while_endpoint_is_down_and_arrive_when_it_is_back(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
     receiver.refuse = True
-    for i in range(10):
-        start_span(writer, f"s{i}", None)
-        end_span(writer, f"s{i}")
+    write_ended(writer, [f"s{i}" for i in range(10)])
     forwarder.poll_once()
     assert forwarder.send_pending() is False
     assert forwarder.queue.depth == 10
@@ -81,9 +83,7 @@ def test_spans_beyond_a_full_queue_are_dropped_and_counted(
     cfg = traces_config(receiver, timeout=0.5, queue_size=5)
     forwarder = make_forwarder(pggit_dsn, tmp_path, cfg)
     receiver.refuse = True
-    for i in range(20):
-        start_span(writer, f"s{i:02d}", None)
-        end_span(writer, f"s{i:02d}")
+    write_ended(writer, [f"s{i:02d}" for i in range(20)])
     forwarder.poll_once()
     assert forwarder.send_pending() is False  # the endpoint is down: now spans overflow
     forwarder.poll_once()
@@ -102,17 +102,13 @@ def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
     forwarder.sender.give_up_after = 0.0  # the first failure is past the limit
     receiver.refuse = True
-    for i in range(3):
-        start_span(writer, f"lost{i}", None)
-        end_span(writer, f"lost{i}")
+    write_ended(writer, [f"lost{i}" for i in range(3)])
     forwarder.poll_once()
     assert forwarder.send_pending() is False
     assert forwarder.queue.depth == 0
     assert spans_total(forwarder, "dropped") == 3
     receiver.refuse = False
-    for i in range(2):
-        start_span(writer, f"kept{i}", None)
-        end_span(writer, f"kept{i}")
+    write_ended(writer, [f"kept{i}" for i in range(2)])
     drain(forwarder)
     forwarder.stop(timeout=1)
     again = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
@@ -126,9 +122,7 @@ def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
 def test_healthy_endpoint_backlog_larger_than_queue_is_not_dropped(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, queue_size=4))
-    for i in range(30):
-        start_span(writer, f"s{i:02d}", None)
-        end_span(writer, f"s{i:02d}")
+    write_ended(writer, [f"s{i:02d}" for i in range(30)])
     drain(forwarder, rounds=12)
     forwarder.stop(timeout=1)
     assert len(receiver.spans) == 30
