@@ -132,7 +132,6 @@ class SenderStats:
     dropped: int = 0
     failures: int = 0
     healthy: bool = True
-    last_error: str | None = None
 
 
 class SpanQueue:
