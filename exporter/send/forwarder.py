@@ -357,7 +357,7 @@ class TraceForwarder:
             limit = batch
         self._throttled = limit == 0
         out: list[Group] = []
-        consumed = dropped = timed_out = 0
+        consumed = dropped = timed_out = handed = 0
         with self.connect() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
@@ -369,10 +369,12 @@ class TraceForwarder:
                 ).fetchone()  # type: ignore[misc]
                 current = Snapshot.parse(snap_text)
                 if self.unsent:
+                    # Queued first, before newer spans, as they were read first.
+                    resent: list[Group] = []
                     with self._lock:
-                        self._resend(conn, current.xmax, now_us, out)
-                    dropped += self._offer(out, healthy)
-                    out = []
+                        self._resend(conn, current.xmax, now_us, resent)
+                    dropped += self._offer(resent, healthy)
+                    handed = len(resent)
                 if limit > 0:
                     consumed, lost = self._pages(conn, current, limit, healthy)
                     dropped += lost
@@ -385,6 +387,7 @@ class TraceForwarder:
                         self.timed_out = {k: v for k, v in self.timed_out.items()
                                           if k in alive}
         dropped += self._offer(out, healthy)
+        handed += len(out)
         if dropped:
             self._counter("dropped").inc(dropped)
             log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
@@ -392,7 +395,7 @@ class TraceForwarder:
             self._counter("timed_out").inc(timed_out)
         self._depth()
         backlog = 0 < limit == consumed
-        if (consumed or out or self._dirty or self.span_scan.in_pass) and not (
+        if (consumed or handed or self._dirty or self.span_scan.in_pass) and not (
                 backlog and time.monotonic() - self._saved_at < SAVE_INTERVAL):
             self._dirty = False
             self._save()
