@@ -334,11 +334,11 @@ class TraceForwarder:
                         self._handle(row, out)
                     if ahead is None:
                         scan.advance(rows[-1].span_id if rows else None, len(rows), asked)
+                dropped += self._offer(out, healthy)
             except BaseException:
                 if ahead is not None:
                     wait([ahead])  # the connection is busy until the read ahead is done
                 raise
-            dropped += self._offer(out, healthy)
             if ahead is None:
                 return consumed, dropped
             rows, asked = ahead.result(), next_asked
