@@ -119,6 +119,30 @@ def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
     assert json.loads((tmp_path / "main.traces.json").read_text())["unsent"] == []
 
 
+def test_crash_after_a_skipped_checkpoint_resends_the_same_spans_and_counts_once(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    names = [f"s{i:02d}" for i in range(30)]
+    write_ended(writer, names)
+    first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    first.save_interval = float("inf")  # only the first poll of the backlog is saved
+    for _ in range(2):
+        assert first.poll_once() == 12
+        while first.send_pending():
+            pass
+    # kill -9: no stop(), so the second poll's spans are sent but not checkpointed
+    second = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    drain(second, rounds=4)
+    second.stop(timeout=1)
+    by_id = receiver.by_pggit_span_id()
+    assert sorted(by_id) == names
+    # The first poll's spans were saved as unsent, the second's not saved at all: both resent.
+    assert sorted(k for k, v in by_id.items() if len(v) == 2) == names[:24]
+    assert all(len({(c.trace_id, c.span_id, c.end_ns) for c in v}) == 1
+               for v in by_id.values())
+    cells = second.agg.histograms["pggit_span_duration_seconds"].values()
+    assert sum(sum(cell[:-1]) for cell in cells) == 30
+
+
 def test_healthy_endpoint_backlog_larger_than_queue_is_not_dropped(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, queue_size=4))

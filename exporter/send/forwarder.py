@@ -129,6 +129,7 @@ class TraceForwarder:
         self._dirty = True
         self._throttled = False
         self._saved_at = float("-inf")
+        self.save_interval = SAVE_INTERVAL
         self.late_ends = 0
         self._load()
         for result in ("exported", "dropped", "timed_out"):
@@ -396,7 +397,7 @@ class TraceForwarder:
         self._depth()
         backlog = 0 < limit == consumed
         if (consumed or handed or self._dirty or self.span_scan.in_pass) and not (
-                backlog and time.monotonic() - self._saved_at < SAVE_INTERVAL):
+                backlog and time.monotonic() - self._saved_at < self.save_interval):
             self._dirty = False
             self._save()
         self.on_change()
