@@ -16,7 +16,7 @@ Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto` and
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +29,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 SPAN_ATTRIBUTE = b"\x4a"  # Span.attributes
 EVENT_ATTRIBUTE = b"\x1a"  # Span.Event.attributes
-_KVLIST_VALUE = b"\x0a"  # KeyValueList.values
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
@@ -43,6 +42,7 @@ _FLAGS = b"\x85\x01" + struct.pack("<I", 0x100)
 
 
 def varint(value: int) -> bytes:
+    """Base-128 varint; a negative int64 as its two's complement, ten bytes, as protobuf does."""
     if value < 0:
         value += 1 << 64
     if value < 0x80:
@@ -74,7 +74,8 @@ def string_value(value: str) -> bytes:
 
 
 def any_value(value: Any) -> bytes:
-    """An `AnyValue` for the attribute types OTLP knows (bool before int: bool is an int)."""
+    """An `AnyValue` for the types attributes have here (`AttrValue`): str, bool, int, float
+    and arrays of those (bool before int: bool is an int)."""
     if isinstance(value, str):
         return string_value(value)
     if isinstance(value, bool):
@@ -83,10 +84,6 @@ def any_value(value: Any) -> bytes:
         return b"\x18" + varint(value)
     if isinstance(value, float):
         return b"\x21" + _pack_d(value)
-    if isinstance(value, bytes):
-        return field(b"\x3a", value)
-    if isinstance(value, Mapping):
-        return field(b"\x32", attributes(value.items(), _KVLIST_VALUE))
     if isinstance(value, Sequence):
         return field(b"\x2a", b"".join(field(b"\x0a", any_value(v)) for v in value))
     raise TypeError(f"attribute value of type {type(value).__name__}")
