@@ -6,7 +6,7 @@ budget of the 20,000 spans/s target on one core. Here the mapper writes each spa
 `opentelemetry.proto.trace.v1.Span` bytes once, when the row is read; a batch is those
 bytes joined inside a request envelope. The envelope (resource and scope) is encoded once,
 by the SDK's own encoders. The official exporters still do the sending (see
-`exporter.send.otlp`), and the tests parse what this module writes with the official
+`exporter.send.exporters`), and the tests parse what this module writes with the official
 generated messages and compare it with the SDK encoder's output for the same span.
 
 Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto` and

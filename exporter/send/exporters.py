@@ -36,7 +36,8 @@ class GrpcBytesExporter(Grpc):
         self.envelope = envelope
 
     def _translate_data(self, data: Sequence[bytes]) -> ExportTraceServiceRequest:  # type: ignore[override]
-        # The stub wants a message; parsing bytes is native code and costs ~1 µs a span.
+        # The stub wants a message: parsing the bytes (native code) and serializing them
+        # again costs about 2 µs a span, a small part of the budget.
         return ExportTraceServiceRequest.FromString(self.envelope.request(data))
 
 
