@@ -25,6 +25,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -275,6 +276,8 @@ def main() -> None:
                         args.batch_size, count)
     load.append(os.getloadavg()[0])
     receiver.terminate()
+    if old_tree is not None:
+        shutil.rmtree(old_tree)
 
     def best(name: str) -> dict[str, Any]:
         return max(runs[name], key=lambda r: r["spans_per_second"]) if runs[name] else {}
