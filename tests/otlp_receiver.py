@@ -153,8 +153,11 @@ def traces_config(receiver: Receiver, protocol: str = "grpc", **overrides: Any) 
 
 
 def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = None,
-                   database: str = "main") -> Any:
-    """A forwarder as the service builds it, with a plain psycopg connection per poll."""
+                   database: str = "main", connect: Any = None) -> Any:
+    """A forwarder as the service builds it; `connect` defaults to a new connection per poll.
+
+    (The service passes its pool's `connect`; so does the benchmark.)
+    """
     from contextlib import contextmanager
 
     import psycopg
@@ -166,7 +169,7 @@ def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = No
     from exporter.send.forwarder import TraceForwarder
 
     @contextmanager
-    def connect() -> Any:
+    def connect_once() -> Any:
         with psycopg.connect(dsn) as conn:
             conn.execute("SET default_transaction_read_only = on")
             if timezone is not None:
@@ -176,7 +179,8 @@ def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = No
 
     registry = CollectorRegistry()
     forwarder = TraceForwarder(
-        database, connect, "pggit", lambda name: name, cfg, state_dir, SelfMetrics(registry),
+        database, connect or connect_once, "pggit", lambda name: name, cfg, state_dir,
+        SelfMetrics(registry),
         lambda: None, DEFAULT_BUCKETS, LabelCap(500, 200), database, poll_interval=0.05)
     forwarder.registry = registry
     return forwarder

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.config import TracesConfig
+from exporter.send.encode import Envelope
 from exporter.send.forwarder import tracing_enabled
 from exporter.send.otlp import build_exporter, protocol
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
@@ -184,8 +187,10 @@ def test_header_read_from_a_file_is_sent(
 
 
 def test_unknown_protocol_is_refused() -> None:
+    envelope = Envelope(Resource.create({}), InstrumentationScope("pggit-exporter"))
     with pytest.raises(ValueError, match=r"traces\.protocol"):
-        build_exporter(TracesConfig(endpoint="http://c", protocol="thrift"), {})
+        build_exporter(TracesConfig(endpoint="http://c", protocol="thrift"), {},
+                       envelope=envelope)
 
 
 def test_span_ended_then_committed_with_start_in_same_transaction_is_sent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -17,6 +18,12 @@ def receiver() -> Iterator[Receiver]:
     r.start()
     yield r
     r.stop()
+
+
+def write_ended(conn: psycopg.Connection, span_ids: list[str]) -> None:
+    for span_id in span_ids:
+        start_span(conn, span_id, None)
+        end_span(conn, span_id)
 
 
 @pytest.fixture
@@ -44,9 +51,7 @@ def test_span_that_ends_after_a_restart_is_sent_once(
 
 def test_restart_does_not_resend_spans_already_sent(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
-    for i in range(20):
-        start_span(writer, f"s{i}", None)
-        end_span(writer, f"s{i}")
+    write_ended(writer, [f"s{i}" for i in range(20)])
     first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
     drain(first)
     first.stop(timeout=1)
@@ -60,9 +65,7 @@ def test_spans_wait_while_endpoint_is_down_and_arrive_when_it_is_back(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
     receiver.refuse = True
-    for i in range(10):
-        start_span(writer, f"s{i}", None)
-        end_span(writer, f"s{i}")
+    write_ended(writer, [f"s{i}" for i in range(10)])
     forwarder.poll_once()
     assert forwarder.send_pending() is False
     assert forwarder.queue.depth == 10
@@ -80,9 +83,7 @@ def test_spans_beyond_a_full_queue_are_dropped_and_counted(
     cfg = traces_config(receiver, timeout=0.5, queue_size=5)
     forwarder = make_forwarder(pggit_dsn, tmp_path, cfg)
     receiver.refuse = True
-    for i in range(20):
-        start_span(writer, f"s{i:02d}", None)
-        end_span(writer, f"s{i:02d}")
+    write_ended(writer, [f"s{i:02d}" for i in range(20)])
     forwarder.poll_once()
     assert forwarder.send_pending() is False  # the endpoint is down: now spans overflow
     forwarder.poll_once()
@@ -96,12 +97,56 @@ def test_spans_beyond_a_full_queue_are_dropped_and_counted(
     assert spans_total(forwarder, "exported") == 5
 
 
+def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
+    forwarder.sender.give_up_after = 0.0  # the first failure is past the limit
+    receiver.refuse = True
+    write_ended(writer, [f"lost{i}" for i in range(3)])
+    forwarder.poll_once()
+    assert forwarder.send_pending() is False
+    assert forwarder.queue.depth == 0
+    assert spans_total(forwarder, "dropped") == 3
+    receiver.refuse = False
+    write_ended(writer, [f"kept{i}" for i in range(2)])
+    drain(forwarder)
+    forwarder.stop(timeout=1)
+    again = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    drain(again)
+    again.stop(timeout=1)
+    assert sorted(receiver.by_pggit_span_id()) == ["kept0", "kept1"]
+    assert spans_total(forwarder, "exported") == 2
+    assert json.loads((tmp_path / "main.traces.json").read_text())["unsent"] == []
+
+
+def test_crash_after_a_skipped_checkpoint_resends_the_same_spans_and_counts_once(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    names = [f"s{i:02d}" for i in range(30)]
+    write_ended(writer, names)
+    first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    first.save_interval = float("inf")  # only the first poll of the backlog is saved
+    for _ in range(2):
+        assert first.poll_once() == 12
+        while first.send_pending():
+            pass
+    # kill -9: no stop(), so the second poll's spans are sent but not checkpointed
+    second = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    drain(second, rounds=4)
+    second.stop(timeout=1)
+    by_id = receiver.by_pggit_span_id()
+    assert sorted(by_id) == names
+    # The first poll's spans were saved as unsent, the second's not saved at all: both resent.
+    assert sorted(k for k, v in by_id.items() if len(v) == 2) == names[:24]
+    assert all(len({(c.trace_id, c.span_id, c.end_ns) for c in v}) == 1
+               for v in by_id.values())
+    cells = second.agg.histograms["pggit_span_duration_seconds"].values()
+    assert sum(sum(cell[:-1]) for cell in cells) == 30
+
+
 def test_healthy_endpoint_backlog_larger_than_queue_is_not_dropped(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, queue_size=4))
-    for i in range(30):
-        start_span(writer, f"s{i:02d}", None)
-        end_span(writer, f"s{i:02d}")
+    write_ended(writer, [f"s{i:02d}" for i in range(30)])
     drain(forwarder, rounds=12)
     forwarder.stop(timeout=1)
     assert len(receiver.spans) == 30

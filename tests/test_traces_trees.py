@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 
@@ -124,3 +125,42 @@ def test_failed_span_has_error_status_and_exception_event(
     assert event[0] == "exception"
     assert event[1]["pggit.error_code"] == "53100"
     assert event[1]["pggit.error_details"] == '{"file": "x"}'
+
+
+def test_spans_read_a_page_ahead_are_each_sent_once_in_whole_trees(
+        pggit_dsn: str, tmp_path, receiver: Receiver) -> None:
+    """Tiny batches: every poll reads several pages, each while the previous is handled."""
+    rng = random.Random(7)
+    trees = [[f"t{t}-s{i}" for i in range(DEPTH)] for t in range(6)]
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        late = psycopg.connect(pggit_dsn)
+        try:
+            for chain in trees[:3]:
+                for i, span in enumerate(chain):
+                    start_span(conn, span, chain[i - 1] if i else None)
+                for span in rng.sample(chain, len(chain)):
+                    end_span(conn, span)
+            start_span(conn, "late", None)
+            end_span(late, "late")  # committed only after the first pass
+            forwarder.poll_once()
+            assert forwarder.queue.depth > 3  # more than one page in one poll
+            drain(forwarder)
+            for chain in trees[3:]:
+                for i, span in enumerate(chain):
+                    start_span(conn, span, chain[i - 1] if i else None)
+                for span in rng.sample(chain, len(chain)):
+                    end_span(conn, span)
+            late.commit()
+            drain(forwarder, rounds=6)
+        finally:
+            late.close()
+    forwarder.stop(timeout=1)
+    by_id = receiver.by_pggit_span_id()
+    expected = {span for chain in trees for span in chain} | {"late"}
+    assert sorted(by_id) == sorted(expected)
+    assert all(len(copies) == 1 for copies in by_id.values())
+    for chain in trees:
+        assert len({by_id[span][0].trace_id for span in chain}) == 1
+    cells = forwarder.agg.histograms["pggit_span_duration_seconds"].values()
+    assert sum(sum(cell[:-1]) for cell in cells) == len(expected)

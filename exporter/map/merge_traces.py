@@ -9,12 +9,9 @@ across restarts but, unlike span texts, not unique across databases on their own
 
 from __future__ import annotations
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-
-from exporter.map.operation_traces import SAMPLED, SpanStyle, user_attribute
+from exporter.map.operation_traces import SpanStyle, user_attribute
 from exporter.read.operation_traces import MergeRow
-from exporter.send import ids
+from exporter.send import encode, ids
 from exporter.send.attributes import AttrValue
 
 PHASES = (
@@ -24,14 +21,14 @@ PHASES = (
 )
 
 
-def merge_ids(database: str, merge_metric_id: int) -> tuple[int, int]:
+def merge_ids(database: str, merge_metric_id: int) -> tuple[bytes, bytes]:
     key = f"merge:{database}:{merge_metric_id}"
     return ids.trace_id(key), ids.span_id(key)
 
 
-def to_spans(row: MergeRow, database: str, style: SpanStyle) -> list[ReadableSpan]:
+def to_spans(row: MergeRow, database: str, style: SpanStyle) -> list[bytes]:
+    """The merge's spans, encoded (see `exporter.send.encode`); the root first."""
     trace, root_id = merge_ids(database, row.merge_metric_id)
-    root_ctx = SpanContext(trace, root_id, is_remote=False, trace_flags=SAMPLED)
     start = row.started_us
     end = row.completed_us if row.completed_us is not None else start + row.total_merge_us
     attrs: dict[str, AttrValue] = {
@@ -54,22 +51,19 @@ def to_spans(row: MergeRow, database: str, style: SpanStyle) -> list[ReadableSpa
         attrs["pggit.session_id"] = row.session_id
     attrs.update(user_attribute(style.user_name, row.user_name))
     failed = row.merge_status in ("FAILED", "ABANDONED")
-    status = Status(StatusCode.ERROR, row.merge_status) if failed else Status(StatusCode.OK)
-    spans = [ReadableSpan(
-        name="merge", context=root_ctx, parent=None, resource=style.resource,
-        attributes=attrs, kind=SpanKind.INTERNAL, status=status, start_time=start * 1000,
-        end_time=max(end, start) * 1000, instrumentation_scope=style.scope)]
+    status = encode.STATUS_ERROR if failed else encode.STATUS_OK
+    spans = [encode.span(trace, root_id, None, "merge", start * 1000, max(end, start) * 1000,
+                         encode.attributes(attrs.items()), status,
+                         row.merge_status if failed else None)]
     at = start
     for name, field_name in PHASES:
         micros = getattr(row, field_name)
         if micros is None:
             continue
-        child = SpanContext(trace, ids.span_id(f"merge:{database}:{row.merge_metric_id}:{name}"),
-                            is_remote=False, trace_flags=SAMPLED)
-        spans.append(ReadableSpan(
-            name=f"merge.{name}", context=child, parent=root_ctx, resource=style.resource,
-            attributes={"pggit.merge.phase": name, "pggit.merge_metric_id": row.merge_metric_id},
-            kind=SpanKind.INTERNAL, status=Status(StatusCode.UNSET), start_time=at * 1000,
-            end_time=(at + max(micros, 0)) * 1000, instrumentation_scope=style.scope))
+        child = ids.span_id(f"merge:{database}:{row.merge_metric_id}:{name}")
+        phase = {"pggit.merge.phase": name, "pggit.merge_metric_id": row.merge_metric_id}
+        spans.append(encode.span(trace, child, root_id, f"merge.{name}", at * 1000,
+                                 (at + max(micros, 0)) * 1000,
+                                 encode.attributes(phase.items())))
         at += max(micros, 0)
     return spans

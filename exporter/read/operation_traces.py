@@ -187,11 +187,10 @@ WITH RECURSIVE batch AS MATERIALIZED (
            t.duration_microseconds, t.branch_id, t.user_name, t.session_id,
            t.memory_peak_bytes, t.cpu_microseconds, t.error_message, t.error_code,
            left(t.error_details::text, {max_json}) AS error_details,
-           CASE WHEN octet_length(t.attributes::text) > {max_json} THEN NULL
-                ELSE t.attributes::text END AS attributes,
-           coalesce(octet_length(t.attributes::text) > {max_json}, false) AS too_large,
+           CASE WHEN octet_length(a.text) > {max_json} THEN NULL ELSE a.text END AS attributes,
+           coalesce(octet_length(a.text) > {max_json}, false) AS too_large,
            {xid} AS xid
-    FROM {table} t
+    FROM {table} t CROSS JOIN LATERAL (SELECT t.attributes::text AS text OFFSET 0) a
     WHERE {where}
     {order}
 ), up AS (
@@ -199,8 +198,10 @@ WITH RECURSIVE batch AS MATERIALIZED (
     FROM batch b
     UNION ALL
     SELECT up.origin, p.parent_span_id, p.trace_id, up.depth + 1
-    FROM up JOIN {table} p ON p.span_id = up.parent
-    WHERE up.depth < {max_depth}
+    FROM up CROSS JOIN LATERAL (
+        SELECT p.parent_span_id, p.trace_id FROM {table} p WHERE p.span_id = up.parent OFFSET 0
+    ) p
+    WHERE up.parent IS NOT NULL AND up.depth < {max_depth}
 ), roots AS (
     SELECT DISTINCT ON (origin) origin, root FROM up ORDER BY origin, depth DESC
 )
@@ -211,6 +212,13 @@ SELECT b.span_id, b.trace_id, b.parent_span_id, b.operation_type, b.span_name, b
 FROM batch b JOIN roots r ON r.origin = b.span_id
 {branch_join}
 {outer_order}
+"""
+"""One page of spans with the trace id of each span's root.
+
+The parent walk looks each parent up by its key (`OFFSET 0` keeps the lateral subquery a
+parameterised index probe): joined as a set, the planner hashes the whole table for every
+page, which made reading a backlog quadratic in the table's size. The attributes are cast
+to text once (the lateral `a`), not once per use.
 """
 
 

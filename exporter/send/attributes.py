@@ -11,7 +11,6 @@ cannot blow up the exporter's memory or a batch's size.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 MAX_DEPTH = 16
@@ -79,39 +78,47 @@ def _array(values: list[Any], max_length: int) -> AttrValue:
     return _compact(values, max_length)
 
 
-def flatten(value: Any, max_length: int, prefix: str = "") -> Iterator[tuple[str, AttrValue]]:
-    """Yield (dotted key, typed value) pairs; nulls are skipped (OTLP has no null attribute).
+def flatten(value: dict[str, Any], max_length: int, room: int
+            ) -> tuple[dict[str, AttrValue], int]:
+    """At most `room` (dotted key, typed value) pairs, and how many more were left out.
 
-    Iterative, with an explicit depth limit, so nesting costs no recursion.
+    Keys come in document order, depth first; of equal keys the first wins; nulls are
+    skipped (OTLP has no null attribute). Nesting deeper than `MAX_DEPTH` is kept as JSON
+    text, so the recursion is bounded whatever the document.
     """
-    stack: list[tuple[str, Any, int]] = [(prefix, value, 0)]
-    while stack:
-        key, item, depth = stack.pop()
-        if isinstance(item, Mapping):
-            if depth >= MAX_DEPTH:
-                yield cut(key, max_length), _compact(item, max_length)
-                continue
-            for k, v in reversed(list(item.items())):
-                # OTLP keys must not be empty; an empty JSON key gets a visible stand-in.
-                sub = f"{key}.{k}" if depth else (str(k) or EMPTY_KEY)
-                stack.append((sub, v, depth + 1))
-        elif isinstance(item, list):
-            yield cut(key or "value", max_length), _array(item, max_length)
-        elif item is not None:
-            scalar = _scalar(item, max_length)
-            if scalar is not None:
-                yield cut(key or "value", max_length), scalar
-
-
-def capped(pairs: Iterator[tuple[str, AttrValue]], room: int) -> tuple[dict[str, AttrValue], int]:
-    """At most `room` attributes; returns them and how many were left out."""
     out: dict[str, AttrValue] = {}
-    dropped = 0
-    for key, value in pairs:
+    left_out = _walk(value, "", 0, max_length, room, out)
+    return out, left_out
+
+
+def _walk(obj: dict[str, Any], prefix: str, depth: int, max_length: int, room: int,
+          out: dict[str, AttrValue]) -> int:
+    left_out = 0
+    for k, v in obj.items():
+        # OTLP keys must not be empty; an empty JSON key gets a visible stand-in.
+        key = f"{prefix}.{k}" if depth else (str(k) or EMPTY_KEY)
+        kind = type(v)
+        if kind is dict and depth + 1 < MAX_DEPTH:
+            left_out += _walk(v, key, depth + 1, max_length, room, out)
+            continue
+        if kind is str:
+            item: AttrValue | None = v if len(v) <= max_length else cut(v, max_length)
+        elif kind is dict:
+            item = _compact(v, max_length)
+        elif kind is list:
+            item = _array(v, max_length)
+        elif v is None:
+            continue
+        else:
+            item = _scalar(v, max_length)
+            if item is None:
+                continue
+        if len(key) > max_length:
+            key = cut(key, max_length)
         if key in out:
             continue
         if len(out) >= room:
-            dropped += 1
+            left_out += 1
             continue
-        out[key] = value
-    return out, dropped
+        out[key] = item
+    return left_out

@@ -1,7 +1,8 @@
 """Trace forwarding: poll pgGit's spans and merges, map them, hand them to the OTLP sender.
 
 One poll = one REPEATABLE READ READ ONLY transaction (see `exporter.read.operation_traces`
-for the exactly-once change feed). After each poll the state file
+for the exactly-once change feed). After each poll (at most once a second while a backlog
+is read page after page, see `SAVE_INTERVAL`) the state file
 `<state_dir>/<database>.traces.json` is written atomically with: the change-feed positions,
 the spans seen RUNNING or timed out, the span-duration histograms, and the keys of spans still
 in the send queue.
@@ -14,10 +15,13 @@ function of the row). Histogram counts are part of the same checkpoint as the re
 so they are exact across kill -9. A span that did not fit into the queue is dropped and
 counted as `result="dropped"`; its duration is still counted in the histogram.
 
-Flow control: while the endpoint accepts spans, a poll reads no more rows than the queue has
-room for (the table is the buffer, nothing is dropped while catching up on a backlog). When
-the endpoint fails, polls continue at full size, so metrics stay current, and overflow is
-dropped and counted.
+Flow control: while the endpoint accepts spans, a poll reads a batch when the sender has no
+more than one waiting, and never more than the queue has room for (the table is the buffer,
+nothing is dropped while catching up on a backlog). When the endpoint fails, polls continue
+at full size, so metrics stay current, and overflow is dropped and counted.
+
+Threads: the poll thread reads, decides and counts; spans are encoded by the sender thread
+(`Group`), so that work overlaps the poll thread's waits for the database.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,16 @@ HISTOGRAM = "pggit_span_duration_seconds"
 STATE_VERSION = 1
 PRUNE_EVERY = 60
 """Polls between checks that timed-out spans still exist (rows deleted by retention)."""
+PAGES = 4
+"""Batches one healthy poll may read: enough to spread a poll's fixed costs, few enough to
+keep its transaction short."""
+SAVE_INTERVAL = 1.0
+"""Seconds between checkpoints while a backlog is read page after page.
+
+Two fsyncs per page would cost more than reading the page. Skipping a checkpoint is safe: the
+state on disk stays a consistent earlier one, so a crash re-reads (and resends, with the same
+ids) what was read since, and counts it once.
+"""
 
 
 def tracing_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
@@ -100,14 +116,19 @@ class TraceForwarder:
             user_name=cfg.user_name, max_attribute_length=cfg.max_attribute_length,
             max_attributes=cfg.max_attributes)
         self.queue = SpanQueue(cfg.queue_size)
-        self.sender = Sender(exporter if exporter is not None else build_exporter(cfg),
-                             self.queue, cfg.batch_size, self._exported, self._failed)
+        self.sender = Sender(exporter if exporter is not None
+                             else build_exporter(cfg, envelope=self.style.envelope),
+                             self.queue, cfg.batch_size, self._exported, self._failed,
+                             self._given_up)
         self._lock = threading.Lock()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"pggit-traces-read-{database}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
         self._dirty = True
         self._throttled = False
+        self._saved_at = float("-inf")
+        self.save_interval = SAVE_INTERVAL
         self.late_ends = 0
         self._load()
         for result in ("exported", "dropped", "timed_out"):
@@ -148,6 +169,7 @@ class TraceForwarder:
                 "aggregates": self.agg.to_json(),
             }
         write_atomic(self.state_path, data)
+        self._saved_at = time.monotonic()
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -164,6 +186,11 @@ class TraceForwarder:
         self._counter("exported").inc(n)
         self._depth()
         self.on_change()
+
+    def _given_up(self, n: int) -> None:
+        self._dirty = True
+        self._counter("dropped").inc(n)
+        self._depth()
 
     def _failed(self, message: str) -> None:
         log.warning("%s: %s", self.database, message)
@@ -201,7 +228,7 @@ class TraceForwarder:
         value = duration_seconds(row)
         labels = (self.label_cap("operation_type", row.operation_type),
                   self.label_cap("span_name", row.span_name), row.span_status or "UNKNOWN")
-        trace_hex = ids.hex_trace_id(ids.trace_id(row.root_trace_id))
+        trace_hex = ids.trace_id(row.root_trace_id).hex()
         assert row.end_us is not None
         self.agg.observe(HISTOGRAM, labels, value, exemplar=(trace_hex, value, row.end_us / 1e6))
 
@@ -220,7 +247,7 @@ class TraceForwarder:
             self._observe(row)
             return
         self._observe(row)
-        out.append(Group("s:" + row.span_id, (to_span(row, self.style),)))
+        out.append(Group("s:" + row.span_id, encode=partial(to_span, row, self.style)))
 
     def _timeouts(self, conn: psycopg.Connection, xmax: int, now_us: int,
                   out: list[Group]) -> int:
@@ -237,7 +264,8 @@ class TraceForwarder:
             elif not row.ended:
                 entry = self.running.pop(span_id)
                 self.timed_out[span_id] = entry
-                out.append(Group("t:" + span_id, (to_span(row, self.style, now_us),)))
+                out.append(Group("t:" + span_id, encode=partial(to_span, row, self.style,
+                                                                 now_us)))
                 n += 1
         return n
 
@@ -260,9 +288,9 @@ class TraceForwarder:
             if row is None:
                 self._counter("dropped").inc()
             elif kind == "t:":
-                out.append(Group(key, (to_span(row, self.style, now_us),)))
+                out.append(Group(key, encode=partial(to_span, row, self.style, now_us)))
             elif row.ended:
-                out.append(Group(key, (to_span(row, self.style),)))
+                out.append(Group(key, encode=partial(to_span, row, self.style)))
 
     def _merges(self, conn: psycopg.Connection, current: Snapshot, limit: int,
                 out: list[Group]) -> int:
@@ -279,21 +307,73 @@ class TraceForwarder:
         scan.advance(rows[-1].merge_metric_id if rows else None, len(rows), limit)
         return len(rows)
 
+    def _offer(self, groups: list[Group], healthy: bool) -> int:
+        """Queue groups; returns the spans that did not fit (dropped, counted by the caller)."""
+        if not healthy:
+            # The queue fills while the endpoint is down: hold spans encoded (smaller than
+            # rows), and encode here, before the sender can see the group.
+            for group in groups:
+                group.spans()
+        return sum(0 if self.queue.offer(g) else g.size for g in groups)
+
+    def _pages(self, conn: psycopg.Connection, current: Snapshot, limit: int,
+               healthy: bool) -> tuple[int, int]:
+        """Read up to `limit` changed spans, a batch a page; returns (rows, spans dropped).
+
+        While one page is handled and queued, the next is already being read (by `_reader`,
+        on the same connection and snapshot, so it is the same as one big page). The sender
+        starts on the first page while the others are read.
+        """
+        scan = self.span_scan
+        page = self.cfg.batch_size
+        with self._lock:
+            scan.begin(current)
+        asked = min(page, limit)
+        rows = self.spans.changed(conn, scan, current.xmax, asked)
+        consumed = dropped = 0
+        while True:
+            consumed += len(rows)
+            ahead = None
+            if len(rows) == asked and consumed < limit:
+                scan.advance(rows[-1].span_id, asked, asked)  # the cursor only: a full page
+                next_asked = min(page, limit - consumed)
+                ahead = self._reader.submit(self.spans.changed, conn, scan, current.xmax,
+                                            next_asked)
+            out: list[Group] = []
+            try:
+                with self._lock:
+                    for row in rows:
+                        self._handle(row, out)
+                    if ahead is None:
+                        scan.advance(rows[-1].span_id if rows else None, len(rows), asked)
+                dropped += self._offer(out, healthy)
+            except BaseException:
+                if ahead is not None:
+                    wait([ahead])  # the connection is busy until the read ahead is done
+                raise
+            if ahead is None:
+                return consumed, dropped
+            rows, asked = ahead.result(), next_asked
+
     def poll_once(self) -> int:
-        """One poll; returns the rows consumed (a full page means: poll again at once)."""
+        """One poll; returns the rows consumed (a full read means: poll again at once)."""
         healthy = self.sender.stats.healthy
         batch = self.cfg.batch_size
-        # Healthy: keep about two batches queued, enough to keep the sender busy, and leave
-        # the rest in the table; the queue's capacity is for outages.
-        ahead = max(2 * batch - self.queue.depth, 0)
-        limit = min(batch, self.queue.room(), ahead) if healthy else batch
+        # Healthy: read when no more than a batch waits, up to PAGES batches, and leave the
+        # rest in the table; the queue's capacity is for outages. A poll costs a snapshot,
+        # a few round trips and a checkpoint, so it reads batches, not the odd few spans.
+        if healthy:
+            limit = (min(batch * PAGES, self.queue.room()) if self.queue.depth <= batch
+                     else 0)
+        else:
+            limit = batch
         self._throttled = limit == 0
         out: list[Group] = []
-        timed_out = 0
+        consumed = dropped = timed_out = handed = 0
         with self.connect() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
-            with conn.transaction(), self._lock:
+            with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snap_text, now_us = conn.execute(
                     "SELECT pg_current_snapshot()::text, "
@@ -301,30 +381,34 @@ class TraceForwarder:
                 ).fetchone()  # type: ignore[misc]
                 current = Snapshot.parse(snap_text)
                 if self.unsent:
-                    self._resend(conn, current.xmax, now_us, out)
-                consumed = 0
+                    # Queued first, before newer spans, as they were read first.
+                    resent: list[Group] = []
+                    with self._lock:
+                        self._resend(conn, current.xmax, now_us, resent)
+                    dropped += self._offer(resent, healthy)
+                    handed = len(resent)
                 if limit > 0:
-                    scan = self.span_scan
-                    scan.begin(current)
-                    rows = self.spans.changed(conn, scan, current.xmax, limit)
-                    for row in rows:
-                        self._handle(row, out)
-                    scan.advance(rows[-1].span_id if rows else None, len(rows), limit)
-                    consumed = len(rows)
-                    consumed += self._merges(conn, current, limit - len(rows), out)
-                timed_out = self._timeouts(conn, current.xmax, now_us, out)
-                self._polls += 1
-                if self.timed_out and self._polls % PRUNE_EVERY == 0:
-                    alive = self.spans.existing(conn, self.timed_out)
-                    self.timed_out = {k: v for k, v in self.timed_out.items() if k in alive}
-        dropped = sum(0 if self.queue.offer(g) else len(g.spans) for g in out)
+                    consumed, lost = self._pages(conn, current, limit, healthy)
+                    dropped += lost
+                with self._lock:
+                    consumed += self._merges(conn, current, limit - consumed, out)
+                    timed_out = self._timeouts(conn, current.xmax, now_us, out)
+                    self._polls += 1
+                    if self.timed_out and self._polls % PRUNE_EVERY == 0:
+                        alive = self.spans.existing(conn, self.timed_out)
+                        self.timed_out = {k: v for k, v in self.timed_out.items()
+                                          if k in alive}
+        dropped += self._offer(out, healthy)
+        handed += len(out)
         if dropped:
             self._counter("dropped").inc(dropped)
             log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
         if timed_out:
             self._counter("timed_out").inc(timed_out)
         self._depth()
-        if consumed or out or self._dirty or self.span_scan.in_pass:
+        backlog = 0 < limit == consumed
+        if (consumed or handed or self._dirty or self.span_scan.in_pass) and not (
+                backlog and time.monotonic() - self._saved_at < self.save_interval):
             self._dirty = False
             self._save()
         self.on_change()
@@ -337,8 +421,11 @@ class TraceForwarder:
         while not self._stop.wait(delay):
             try:
                 consumed = self.poll_once()
-                # Held back by a busy sender: look again soon, not a whole interval later.
-                delay = 0.0 if consumed else (0.02 if self._throttled else self.poll_interval)
+                delay = 0.0 if consumed else self.poll_interval
+                if self._throttled:
+                    # Held back by a busy sender: read again as soon as it has sent a batch.
+                    self.queue.wait_depth(self.cfg.batch_size, self.poll_interval)
+                    delay = 0.0
             except Exception as exc:
                 log.warning("%s: trace poll failed: %s", self.database, exc)
                 self.self_metrics["pggit_exporter_errors_total"].labels(
@@ -356,8 +443,10 @@ class TraceForwarder:
         """Stop polling, send what can be sent within `timeout`, save what was not."""
         deadline = time.monotonic() + timeout
         self._stop.set()
+        self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._reader.shutdown(wait=False)
         self.sender.drain(deadline)
         try:
             self._save()

@@ -16,20 +16,18 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter.config import TracesConfig
+from exporter.send.encode import Envelope
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROTOCOL = "http/protobuf"
 """The OpenTelemetry specification's default when neither YAML nor environment says."""
-
 
 
 def protocol(cfg: TracesConfig, env: Mapping[str, str]) -> str:
@@ -60,15 +58,20 @@ def http_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def build_exporter(cfg: TracesConfig, env: Mapping[str, str] | None = None) -> SpanExporter:
-    """The SDK exporter for the configured protocol; unset fields fall to the SDK's env reading."""
+def build_exporter(cfg: TracesConfig, env: Mapping[str, str] | None = None, *,
+                   envelope: Envelope) -> SpanExporter:
+    """The SDK exporter for the configured protocol; unset fields fall to the SDK's env reading.
+
+    It sends batches of encoded spans (`exporter.send.exporters`) inside `envelope`.
+    """
     env = os.environ if env is None else env
     proto = protocol(cfg, env)
     hdrs = headers(cfg)
     secs = cfg.timeout  # None: the SDK reads OTEL_EXPORTER_OTLP_*TIMEOUT, else 10 s
     if proto == "grpc":
         import grpc
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        from exporter.send.exporters import GrpcBytesExporter
 
         credentials = None
         if cfg.certificate_file or cfg.client_certificate_file:
@@ -82,37 +85,45 @@ def build_exporter(cfg: TracesConfig, env: Mapping[str, str] | None = None) -> S
         if cfg.compression:
             compression = (grpc.Compression.Gzip if cfg.compression == "gzip"
                            else grpc.Compression.NoCompression)
-        from exporter.send.encode import fast_request
-
-        class WireEncodedExporter(OTLPSpanExporter):
-            """The official gRPC exporter with the faster encoder of `exporter.send.encode`."""
-
-            def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
-                return fast_request(data)
-
-        return WireEncodedExporter(endpoint=cfg.endpoint, insecure=cfg.insecure,
-                                credentials=credentials, headers=hdrs, timeout=secs,
-                                compression=compression)
+        return GrpcBytesExporter(envelope, endpoint=cfg.endpoint, insecure=cfg.insecure,
+                                 credentials=credentials, headers=hdrs, timeout=secs,
+                                 compression=compression)
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    from exporter.send.exporters import HttpBytesExporter
 
     def path(p: Path | None) -> str | None:
         return str(p) if p else None
 
-    return Http(endpoint=http_endpoint(cfg.endpoint) if cfg.endpoint else None,
-                certificate_file=path(cfg.certificate_file),
-                client_key_file=path(cfg.client_key_file),
-                client_certificate_file=path(cfg.client_certificate_file),
-                headers=hdrs, timeout=secs,
-                compression=Compression(cfg.compression) if cfg.compression else None)
+    return HttpBytesExporter(
+        envelope, endpoint=http_endpoint(cfg.endpoint) if cfg.endpoint else None,
+        certificate_file=path(cfg.certificate_file), client_key_file=path(cfg.client_key_file),
+        client_certificate_file=path(cfg.client_certificate_file), headers=hdrs, timeout=secs,
+        compression=Compression(cfg.compression) if cfg.compression else None)
 
 
-@dataclass
 class Group:
-    """Spans that come from one row (a span, or a merge and its phases), sent together."""
+    """Spans that come from one row (a span, or a merge and its phases), sent together.
 
-    key: str
-    spans: Sequence[ReadableSpan]
+    A single span may be given as a function that encodes it, called by the sender thread
+    when the group is first sent: encoding then runs while the poll thread waits for the
+    database, instead of after it.
+    """
+
+    __slots__ = ("_encode", "_spans", "key", "size")
+
+    def __init__(self, key: str, spans: Sequence[bytes] = (),
+                 encode: Callable[[], bytes] | None = None):
+        self.key = key
+        self._spans = spans
+        self._encode = encode
+        self.size = 1 if encode is not None else len(spans)
+
+    def spans(self) -> Sequence[bytes]:
+        """Encoded `Span` messages (`exporter.send.encode`); encodes once, on first use."""
+        if self._encode is not None:
+            self._spans, self._encode = (self._encode(),), None
+        return self._spans
 
 
 @dataclass
@@ -121,7 +132,6 @@ class SenderStats:
     dropped: int = 0
     failures: int = 0
     healthy: bool = True
-    last_error: str | None = None
 
 
 class SpanQueue:
@@ -132,7 +142,9 @@ class SpanQueue:
         self._groups: deque[Group] = deque()
         self._in_flight: list[Group] = []
         self._depth = 0
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # spans were added
+        self._room = threading.Condition(lock)  # spans were sent
 
     @property
     def depth(self) -> int:
@@ -144,10 +156,10 @@ class SpanQueue:
     def offer(self, group: Group) -> bool:
         """Add unless there is no room for all of the group's spans; never waits."""
         with self._cond:
-            if self._depth + len(group.spans) > self.capacity:
+            if self._depth + group.size > self.capacity:
                 return False
             self._groups.append(group)
-            self._depth += len(group.spans)
+            self._depth += group.size
             self._cond.notify()
             return True
 
@@ -160,18 +172,25 @@ class SpanQueue:
                 self._cond.wait(wait)
             taken = 0
             while self._groups and (taken == 0 or
-                                    taken + len(self._groups[0].spans) <= max_spans):
+                                    taken + self._groups[0].size <= max_spans):
                 group = self._groups.popleft()
                 self._in_flight.append(group)
-                taken += len(group.spans)
+                taken += group.size
             return list(self._in_flight)
 
     def done(self) -> int:
         with self._cond:
-            n = sum(len(g.spans) for g in self._in_flight)
+            n = sum(g.size for g in self._in_flight)
             self._in_flight.clear()
             self._depth -= n
+            self._room.notify_all()
             return n
+
+    def wait_depth(self, depth: int, timeout: float) -> None:
+        """Wait until at most `depth` spans are queued (or `wake()`, or the timeout)."""
+        with self._cond:
+            if self._depth > depth:
+                self._room.wait(timeout)
 
     def keys(self) -> list[str]:
         """What has not been confirmed sent, for the checkpoint."""
@@ -181,25 +200,37 @@ class SpanQueue:
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
+            self._room.notify_all()
+
+
+GIVE_UP_AFTER = 300.0
+"""Seconds a batch is retried before it is dropped (and counted): the OpenTelemetry
+Collector's default `max_elapsed_time`. Without a limit a batch the endpoint will never take
+(too large, malformed) would block every span behind it for good."""
 
 
 class Sender:
     """A thread that exports batches, retrying a failed batch with exponential backoff.
 
-    A batch that fails stays in flight (and so in the checkpoint) while the backoff runs; the
-    SDK exporter's own retries are bounded by its timeout, so `stop()` returns in time.
+    A batch that fails stays in flight (and so in the checkpoint) while the backoff runs, for
+    up to `give_up_after` seconds; then it is dropped and counted, and the next one is tried.
+    The SDK exporter's own retries are bounded by its timeout, so `stop()` returns in time.
     """
 
     def __init__(self, exporter: SpanExporter, queue: SpanQueue, batch_size: int,
                  on_exported: Callable[[int], None], on_failure: Callable[[str], None],
-                 backoff_initial: float = 0.5, backoff_max: float = 30.0):
+                 on_dropped: Callable[[int], None], backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, give_up_after: float = GIVE_UP_AFTER):
         self.exporter = exporter
         self.queue = queue
         self.batch_size = batch_size
         self.on_exported = on_exported
         self.on_failure = on_failure
+        self.on_dropped = on_dropped
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.give_up_after = give_up_after
+        self._failing_since: float | None = None
         self.stats = SenderStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -208,9 +239,9 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="pggit-otlp-sender", daemon=True)
         self._thread.start()
 
-    def _export(self, spans: list[ReadableSpan]) -> bool:
+    def _export(self, groups: list[Group]) -> bool:
         try:
-            result = self.exporter.export(spans)
+            result = self.exporter.export([s for g in groups for s in g.spans()])
         except Exception as exc:  # the SDK logs and returns FAILURE; a bug must not kill us
             log.warning("span export raised: %s", exc)
             return False
@@ -221,8 +252,8 @@ class Sender:
         groups = self.queue.take(self.batch_size, wait)
         if not groups:
             return None
-        spans = [s for g in groups for s in g.spans]
-        if self._export(spans):
+        if self._export(groups):
+            self._failing_since = None
             n = self.queue.done()
             self.stats.exported += n
             self.stats.healthy = True
@@ -230,7 +261,19 @@ class Sender:
             return True
         self.stats.failures += 1
         self.stats.healthy = False
-        self.on_failure(f"export of {len(spans)} spans failed")
+        size = sum(g.size for g in groups)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since < self.give_up_after:
+            self.on_failure(f"export of {size} spans failed")
+            return False
+        self._failing_since = None
+        self.queue.done()
+        self.stats.dropped += size
+        self.on_dropped(size)
+        self.on_failure(f"export of {size} spans failed for {self.give_up_after:g} s; "
+                        "dropped")
         return False
 
     def _run(self) -> None:
