@@ -143,6 +143,32 @@ def test_crash_after_a_skipped_checkpoint_resends_the_same_spans_and_counts_once
     assert sum(sum(cell[:-1]) for cell in cells) == 30
 
 
+def test_metrics_show_only_checkpointed_spans_while_a_backlog_is_read(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    """A scrape must never show a count that kill -9 could take back."""
+    write_ended(writer, [f"s{i:02d}" for i in range(30)])
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    forwarder.save_interval = float("inf")
+
+    def shown() -> int:
+        (histogram, _) = forwarder.collect()
+        return sum(sum(cell[:-1]) for cell in histogram.cells.values())
+
+    def saved() -> int:
+        state = json.loads(forwarder.state_path.read_text())
+        return sum(sum(cell[:-1]) for _, cell in
+                   state["aggregates"]["histograms"]["pggit_span_duration_seconds"])
+
+    assert forwarder.poll_once() == 12
+    assert shown() == saved() == 12
+    while forwarder.send_pending():
+        pass
+    assert forwarder.poll_once() == 12
+    assert shown() == saved() == 12, "the second page is counted in memory, not yet on disk"
+    forwarder.stop(timeout=1)
+    assert shown() == saved() == 24
+
+
 def test_healthy_endpoint_backlog_larger_than_queue_is_not_dropped(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
     forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, queue_size=4))
@@ -168,6 +194,8 @@ def test_span_running_past_its_timeout_is_sent_once_as_timed_out(
     assert span.attributes["pggit.span.timed_out"] is True
     assert span.status_code == 2
     assert spans_total(forwarder, "timed_out") == 1
+    (_, gauge) = forwarder.collect()
+    assert gauge.values == {("commit",): 1.0}, "the timed-out span is no longer running"
     end_span(writer, "stuck")
     drain(forwarder)
     forwarder.stop(timeout=1)

@@ -131,6 +131,7 @@ class TraceForwarder:
         self.save_interval = SAVE_INTERVAL
         self.late_ends = 0
         self._load()
+        self._published = self._parts()
         for result in ("exported", "dropped", "timed_out"):
             self._counter(result)
 
@@ -157,6 +158,12 @@ class TraceForwarder:
         return self._span_buckets
 
     def _save(self) -> None:
+        """Checkpoint, then publish what was checkpointed to /metrics.
+
+        Publishing only saved state keeps the exporter's promise that a scrape never shows a
+        count a crash could take back: while a backlog is read, checkpoints (and so the span
+        metrics) move at most once per SAVE_INTERVAL.
+        """
         with self._lock:
             data = {
                 "version": STATE_VERSION,
@@ -168,8 +175,26 @@ class TraceForwarder:
                 "late_ends": self.late_ends,
                 "aggregates": self.agg.to_json(),
             }
+            parts = self._parts()
         write_atomic(self.state_path, data)
         self._saved_at = time.monotonic()
+        self._published = parts
+
+    def _parts(self) -> list[Part]:
+        """The span metrics of the current state (call with the lock held, or before start).
+
+        Spans sent as timed out are not running any more as far as the gauge is concerned:
+        they were reported, and counting them would keep a stuck span in the gauge forever.
+        """
+        snapshot = self.agg.copy()
+        running: dict[tuple[str, ...], float] = {}
+        for entry in self.running.values():
+            key = (self.label_cap.peek("operation_type", entry[1]),)
+            running[key] = running.get(key, 0.0) + 1
+        prefix = (self.database,)
+        return [Histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM], snapshot.bounds[HISTOGRAM],
+                          prefix, snapshot.exemplars.get(HISTOGRAM, {})),
+                Series("pggit_spans_running", running, prefix)]
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -199,28 +224,8 @@ class TraceForwarder:
         self.on_change()
 
     def collect(self) -> list[Part]:
-        """Span metrics for /metrics, without waiting for a poll in progress (it holds the
-        lock while it reads the database): meanwhile the parts collected last are shown
-        again, and the on_change at the end of the poll has the next scrape collect anew."""
-        shown: list[Part] | None = getattr(self, "_shown", None)
-        if shown is None:
-            self._lock.acquire()
-        elif not self._lock.acquire(blocking=False):
-            return shown
-        try:
-            snapshot = self.agg.copy()
-            running: dict[tuple[str, ...], float] = {}
-            for entry in (*self.running.values(), *self.timed_out.values()):
-                key = (self.label_cap("operation_type", entry[1]),)
-                running[key] = running.get(key, 0.0) + 1
-        finally:
-            self._lock.release()
-        prefix = (self.database,)
-        self._shown = [Histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM],
-                                 snapshot.bounds[HISTOGRAM], prefix,
-                                 snapshot.exemplars.get(HISTOGRAM, {})),
-                       Series("pggit_spans_running", running, prefix)]
-        return self._shown
+        """Span metrics as last checkpointed: never waits for a poll, never ahead of the disk."""
+        return self._published
 
     # -- polling ------------------------------------------------------------------------------
 
