@@ -79,6 +79,7 @@ class TracesConfig:
     service_name: str = "pggit"
     user_name: str = "off"
     running_timeout: float = 3600.0
+    retry_for: float = 300.0
     queue_size: int = 100_000
     batch_size: int = 512
     max_attribute_length: int = 4096
@@ -340,6 +341,7 @@ def _traces(data: Any, problems: list[str]) -> TracesConfig:
         service_name=r.string("service_name", "pggit"),
         user_name=r.choice("user_name", "off", ("off", "hashed", "plain")),
         running_timeout=r.duration("running_timeout", 3600.0),
+        retry_for=r.duration("retry_for", 300.0),
         queue_size=r.integer("queue_size", 100_000),
         batch_size=r.integer("batch_size", 512),
         max_attribute_length=r.integer("max_attribute_length", 4096),

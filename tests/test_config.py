@@ -187,6 +187,16 @@ def test_bad_duration_is_rejected_for_every_duration_key(tmp_path: Path, key: st
     single_problem(tmp_path, minimal(**{key: "soon"}), key, "duration")
 
 
+@pytest.mark.parametrize("key", ["running_timeout", "retry_for", "timeout"])
+def test_bad_traces_duration_names_its_key(tmp_path: Path, key: str) -> None:
+    single_problem(tmp_path, minimal(traces={key: "soon"}), f"traces.{key}", "duration")
+
+
+def test_traces_retry_for_is_parsed_as_a_duration() -> None:
+    cfg = config.parse(minimal(traces={"retry_for": "90s"}), [])
+    assert cfg.traces.retry_for == 90.0
+
+
 def test_bad_database_duration_names_its_database(tmp_path: Path) -> None:
     single_problem(tmp_path, with_db(statement_timeout="-5s"), "databases[0].statement_timeout")
 

@@ -99,7 +99,9 @@ def test_spans_beyond_a_full_queue_are_dropped_and_counted(
 
 def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
         pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
-    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
+    forwarder = make_forwarder(pggit_dsn, tmp_path,
+                               traces_config(receiver, timeout=0.5, retry_for=90))
+    assert forwarder.sender.give_up_after == 90
     forwarder.sender.give_up_after = 0.0  # the first failure is past the limit
     receiver.refuse = True
     write_ended(writer, [f"lost{i}" for i in range(3)])

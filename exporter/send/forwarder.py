@@ -119,7 +119,7 @@ class TraceForwarder:
         self.sender = Sender(exporter if exporter is not None
                              else build_exporter(cfg, envelope=self.style.envelope),
                              self.queue, cfg.batch_size, self._exported, self._failed,
-                             self._given_up)
+                             self._given_up, cfg.retry_for)
         self._lock = threading.Lock()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"pggit-traces-read-{database}")
         self._stop = threading.Event()

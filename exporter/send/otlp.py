@@ -203,24 +203,20 @@ class SpanQueue:
             self._room.notify_all()
 
 
-GIVE_UP_AFTER = 300.0
-"""Seconds a batch is retried before it is dropped (and counted): the OpenTelemetry
-Collector's default `max_elapsed_time`. Without a limit a batch the endpoint will never take
-(too large, malformed) would block every span behind it for good."""
-
-
 class Sender:
     """A thread that exports batches, retrying a failed batch with exponential backoff.
 
     A batch that fails stays in flight (and so in the checkpoint) while the backoff runs, for
-    up to `give_up_after` seconds; then it is dropped and counted, and the next one is tried.
+    up to `give_up_after` seconds (`traces.retry_for`); then it is dropped and counted, and the
+    next one is tried. Without a limit a batch the endpoint will never take (too large,
+    malformed) would block every span behind it for good.
     The SDK exporter's own retries are bounded by its timeout, so `stop()` returns in time.
     """
 
     def __init__(self, exporter: SpanExporter, queue: SpanQueue, batch_size: int,
                  on_exported: Callable[[int], None], on_failure: Callable[[str], None],
-                 on_dropped: Callable[[int], None], backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, give_up_after: float = GIVE_UP_AFTER):
+                 on_dropped: Callable[[int], None], give_up_after: float,
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0):
         self.exporter = exporter
         self.queue = queue
         self.batch_size = batch_size
