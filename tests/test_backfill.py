@@ -1,16 +1,25 @@
 """A first start aggregates the existing rows as a replay of them would count them.
 
-Invalid durations, violations at the very threshold, an empty table, and a table whose only
-rows are still being written.
+Invalid durations, violations at the very threshold, an empty table, a table whose only rows
+are still being written, and the second connection the backfill scans on (and what happens
+when it cannot have one).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import uuid
+from pathlib import Path
 
 import psycopg
+import pytest
+from psycopg import IsolationLevel
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from exporter.db import sibling
 from tests.exporter_fixtures import total, wait_for
+from tests.pg_fixtures import create_select_only_role
 from tests.test_bad_input import insert_raw, loosen_performance_metrics
 from tests.test_exactly_once import assert_exact, record, settle, writer
 
@@ -86,3 +95,41 @@ def test_table_whose_only_rows_are_in_flight_counts_them_once_committed(
     samples = settle(exporter.samples, pggit_dsn)
     assert total(samples, "pggit_operation_duration_seconds_count") == 3
     assert_exact(pggit_dsn, samples)
+
+
+# --- the second connection ------------------------------------------------------------------
+
+
+def test_second_connection_sees_the_snapshot_not_later_commits(pggit_dsn: str) -> None:
+    with psycopg.connect(pggit_dsn) as conn:
+        conn.isolation_level = IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        conn.execute("SET TimeZone = 'Asia/Kathmandu'")
+        conn.execute("SET LOCAL work_mem = '77MB'")
+        seen = conn.execute("SELECT count(*) FROM pggit.performance_metrics").fetchone()[0]
+        with psycopg.connect(pggit_dsn, autocommit=True) as other_writer:
+            record(other_writer, random.Random(14))
+        with sibling(conn) as other:
+            assert other is not None
+            count, zone, work_mem, read_only = other.execute(
+                "SELECT (SELECT count(*) FROM pggit.performance_metrics),"
+                " current_setting('TimeZone'), current_setting('work_mem'),"
+                " current_setting('transaction_read_only')").fetchone()
+    assert (count, zone, work_mem, read_only) == (seen, "Asia/Kathmandu", "77MB", "on")
+
+
+def test_backfill_without_a_second_connection_scans_on_one_and_stays_exact(
+        pggit_dsn: str, tmp_path: Path, run_exporter, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="exporter")
+    role = f"pggit_one_{uuid.uuid4().hex[:8]}"
+    params = conninfo_to_dict(create_select_only_role(pggit_dsn, role, "one-secret"))
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 1')
+    secret = tmp_path / "password"
+    secret.write_text(params.pop("password"))
+    writer(pggit_dsn, 15, 40)
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM pggit.performance_metrics WHERE metric_id % 5 = 0")
+    exporter = run_exporter(make_conninfo(**params), database={"password_file": str(secret)})
+    assert_exact(pggit_dsn, exporter.caught_up_with(pggit_dsn))
+    assert any(r.getMessage() == "no second connection; working on one" for r in caplog.records)

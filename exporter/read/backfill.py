@@ -7,17 +7,20 @@ transaction still open) becomes a gap, which the incremental reader settles as u
 
 The largest and smallest ids come from the primary key's ends, not from a scan, so the work is
 the mapping's aggregate (a scan of the table) and the search for holes (a scan of the key,
-`exporter.read.holes`).
+`exporter.read.holes`). They run at once, on the poll's connection and on a second one that
+imports its snapshot (`exporter.db.sibling`), so both see exactly the same rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
 
+from exporter.db import sibling
 from exporter.map.base import Context, Mapping
 from exporter.read.cursor import Gap, IdCursor
 from exporter.read.holes import find_holes
@@ -58,6 +61,21 @@ def _set_local(conn: psycopg.Connection, settings: dict[str, str]) -> None:
         for n, v in settings.items())))
 
 
+def _aggregate_and_find_holes(conn: psycopg.Connection, mapping: Mapping, table: sql.Composed,
+                              ctx: Context, id_column: str, lo: int, hi: int
+                              ) -> list[tuple[int, int]]:
+    """The mapping's aggregate on `conn` while a second connection, in the same snapshot,
+    looks for the holes: two scans of different kinds (heap and key) at once."""
+    with sibling(conn) as other:
+        if other is None:
+            mapping.backfill(ctx, conn, table, hi)
+            return find_holes(conn, table, id_column, lo, hi)
+        with ThreadPoolExecutor(1) as pool:
+            holes = pool.submit(find_holes, other, table, id_column, lo, hi)
+            mapping.backfill(ctx, conn, table, hi)
+            return holes.result()
+
+
 def start_cursor(conn: psycopg.Connection, mapping: Mapping, table: sql.Composed,
                  ctx: Context, snap: Snapshot, position: str) -> IdCursor:
     """A cursor for a table seen for the first time; aggregates its rows into `ctx` if asked."""
@@ -74,8 +92,7 @@ def start_cursor(conn: psycopg.Connection, mapping: Mapping, table: sql.Composed
     if lo > 1:
         cursor.gaps.append(Gap(1, lo - 1, snap.xmax, snap.now))
     with local_settings(conn, BACKFILL_SETTINGS):
-        mapping.backfill(ctx, conn, table, hi)
-        holes = find_holes(conn, table, spec.id_column, lo, hi)
+        holes = _aggregate_and_find_holes(conn, mapping, table, ctx, spec.id_column, lo, hi)
     cursor.gaps.extend(Gap(a, b, snap.xmax, snap.now) for a, b in holes)
     if spec.final is not None:
         running = conn.execute(sql.SQL("SELECT {id} FROM {t} WHERE {id} <= %s AND NOT {f}").format(
