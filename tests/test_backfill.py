@@ -11,7 +11,6 @@ import logging
 import random
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -120,18 +119,18 @@ def test_second_connection_sees_the_snapshot_not_later_commits(pggit_dsn: str) -
 
 
 def test_backfill_without_a_second_connection_scans_on_one_and_stays_exact(
-        pggit_dsn: str, tmp_path: Path, run_exporter, caplog: pytest.LogCaptureFixture) -> None:
+        pggit_dsn: str, run_exporter, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.WARNING, logger="exporter")
     role = f"pggit_one_{uuid.uuid4().hex[:8]}"
     params = conninfo_to_dict(create_select_only_role(pggit_dsn, role, "one-secret"))
-    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
-        conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 1')
-    secret = tmp_path / "password"
-    secret.write_text(params.pop("password"))
+    monkeypatch.setenv("PGGIT_TEST_ONE_CONNECTION_PASSWORD", params.pop("password"))
     writer(pggit_dsn, 15, 40)
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 1')
         conn.execute("DELETE FROM pggit.performance_metrics WHERE metric_id % 5 = 0")
-    exporter = run_exporter(make_conninfo(**params), database={"password_file": str(secret)})
+    exporter = run_exporter(make_conninfo(**params),
+                            database={"password_env": "PGGIT_TEST_ONE_CONNECTION_PASSWORD"})
     assert_exact(pggit_dsn, exporter.caught_up_with(pggit_dsn))
     assert any(r.getMessage() == "no second connection; working on one" for r in caplog.records)
 
