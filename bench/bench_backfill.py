@@ -6,7 +6,7 @@ first incremental read and the checkpoint write. The time of that poll is the ba
 With pg_stat_statements available the database side is broken down per statement, which shows
 where the time goes. The histogram count afterwards must equal N (every row exactly once).
 
-    python -m bench.bench_backfill --rows 10000000
+    python -m bench.bench_backfill --rows 10000000 --repeat 5
 """
 
 from __future__ import annotations
@@ -42,8 +42,28 @@ def histogram_count(poller: DatabasePoller) -> int:
 
 
 def run(server: common.BenchServer, rows: int,
-        tmp: Path = Path("/tmp/pggit-bench-backfill")) -> dict[str, Any]:
+        tmp: Path = Path("/tmp/pggit-bench-backfill"), repeat: int = 1) -> dict[str, Any]:
+    """The first poll `repeat` times, each from no state; the median run is reported.
+
+    On a shared machine one run can be slowed by whatever else runs; `seconds_all` keeps
+    every run. `database_ms` sums the statements of all connections, so it can exceed the
+    wall time when the backfill scans on two connections at once.
+    """
     gen = common.database_for(server, rows)
+    runs = sorted((first_poll(server, gen, tmp) for _ in range(repeat)),
+                  key=lambda r: r["seconds"])
+    out = runs[len(runs) // 2]
+    out["seconds_all"] = [r["seconds"] for r in runs]
+    out["exactly_once"] = all(r["exactly_once"] for r in runs)
+    out["generation"] = {"seconds": gen.seconds, "reused": gen.reused, "steps": gen.steps}
+    if rows >= 10_000_000:
+        out["target_seconds"] = TARGET_SECONDS_10M
+        out["meets_target"] = out["seconds"] <= TARGET_SECONDS_10M
+    return out
+
+
+def first_poll(server: common.BenchServer, gen: common.Generated, tmp: Path) -> dict[str, Any]:
+    rows = gen.rows
     state = common.fresh_dir(tmp / str(rows))
     cfg = common.exporter_config(server.exporter_dsn(gen.dbname), state)
     poller, database = make_poller(cfg)
@@ -65,14 +85,10 @@ def run(server: common.BenchServer, rows: int,
             "backlog_after_first_poll": backlog,
             "label_sets": len(poller.agg.histograms[HIST]),
             "checkpoint_bytes": poller.path.stat().st_size,
-            "generation": {"seconds": gen.seconds, "reused": gen.reused, "steps": gen.steps},
         }
         if times:
             out["database_ms"] = round(times.total_ms(), 1)
             out["statements"] = times.by_statement(8)
-        if rows >= 10_000_000:
-            out["target_seconds"] = TARGET_SECONDS_10M
-            out["meets_target"] = took <= TARGET_SECONDS_10M
         return out
     finally:
         if times:
@@ -83,11 +99,13 @@ def run(server: common.BenchServer, rows: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="first polls per size, each from no state; the median is reported")
     common.add_common_args(parser)
     args = parser.parse_args()
     with common.server_from_args(args) as server:
         result = {"machine": common.machine_info(server),
-                  "backfill": [run(server, n) for n in args.rows]}
+                  "backfill": [run(server, n, repeat=args.repeat) for n in args.rows]}
     common.write_result(args, "backfill", result)
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from psycopg import sql
+from psycopg import IsolationLevel, sql
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from exporter.config import DatabaseConfig
@@ -69,3 +70,51 @@ class Database:
 
     def close(self) -> None:
         self.pool.close(timeout=5)
+
+
+@contextmanager
+def sibling(conn: psycopg.Connection) -> Iterator[psycopg.Connection | None]:
+    """A second connection that sees exactly what `conn`'s open transaction sees, or None.
+
+    For work run alongside `conn` (a backfill's scans on a second core): the snapshot of
+    `conn`'s REPEATABLE READ transaction is exported and imported, and the session's settings
+    (time zone, timeouts, memory, ...) are applied to the imported transaction, so it reads
+    what `conn` would, row for row. It is a plain connection outside the pool, closed on exit.
+    None when it cannot be had (connection limits, a pooler that sends it to another
+    server): the caller then does the work on `conn`. The export itself cannot be retried
+    (it is not allowed inside a savepoint), but since PostgreSQL 10 it takes no transaction
+    id and works on standbys too.
+    """
+    snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    settings = conn.execute(
+        "SELECT name, setting FROM pg_settings WHERE source = 'session' AND name NOT IN"
+        " ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')"
+    ).fetchall()
+    try:
+        # The host actually connected to, should the DSN list several.
+        other = psycopg.Connection.connect(make_conninfo(
+            conn.info.dsn, host=conn.info.host, port=conn.info.port),
+            password=conn.info.password)
+    except psycopg.Error as exc:
+        log.warning("no second connection; working on one", extra={"error": str(exc)})
+        yield None
+        return
+    try:
+        other.isolation_level = IsolationLevel.REPEATABLE_READ
+        other.read_only = True
+        other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        other.execute("SELECT set_config(n, v, true) FROM unnest(%s::text[], %s::text[]) s(n, v)",
+                      ([n for n, _ in settings], [v for _, v in settings]))
+    except psycopg.Error as exc:
+        other.close()
+        log.warning("second connection cannot share the snapshot; working on one",
+                    extra={"error": str(exc)})
+        yield None
+        return
+    try:
+        yield other
+        # Ended before closing, so the server finishes the statements normally (and counts
+        # them in pg_stat_statements) instead of aborting them with the session.
+        other.rollback()
+    finally:
+        other.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from decimal import Decimal
+from math import floor
 from typing import Any
 
 import psycopg
@@ -92,18 +92,27 @@ class PerformanceMetrics(Mapping):
 
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
                  max_id: int) -> None:
-        """One grouped scan for the histograms, one filtered scan for violation candidates."""
+        """One grouped scan for the histograms, one filtered scan for violation candidates.
+
+        Rows the incremental path rejects (NULL or negative duration) form their own group,
+        bucket NULL, so they are counted as invalid exactly as replaying them would.
+        """
         n = len(self.thresholds) + 1
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, branch_id,
-                      width_bucket(duration_microseconds, %(thr)s::bigint[]),
+                      CASE WHEN duration_microseconds >= 0
+                           THEN width_bucket(duration_microseconds, %(thr)s::bigint[]) END,
                       count(*), sum(duration_microseconds),
                       count(*) FILTER (WHERE error_details IS NOT NULL),
                       sum(cpu_microseconds), sum(rows_affected)
-               FROM {} WHERE metric_id <= %(max)s AND duration_microseconds >= 0
+               FROM {} WHERE metric_id <= %(max)s
                GROUP BY 1, 2, 3""").format(table),
             {"thr": self.thresholds, "max": max_id}).fetchall()
         for op, branch_id, bucket, count, total, failed, cpu, affected in rows:
+            if bucket is None:
+                for _ in range(count):
+                    ctx.on_invalid(self.table)
+                continue
             labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
             counts = [0] * n
             counts[bucket] = count
@@ -115,14 +124,21 @@ class PerformanceMetrics(Mapping):
         minimum = self.baselines.min_threshold
         if not minimum:
             return
+        # Durations are bigints, so `us > floor(threshold)` keeps every row over the threshold
+        # without casting each row to numeric; clamped to [-1, max bigint], so negative
+        # (invalid) durations stay out as in `observe` and the bound always fits. Comparing
+        # with the lowest bound first spares most rows the join. The exact test, against the
+        # baseline in force when the row was written, is made below.
+        floors = [min(max(floor(v), -1), 2**63 - 1) for v in minimum.values()]
         candidates = conn.execute(sql.SQL(
             """SELECT m.operation_type, m.branch_id,
                       extract(epoch FROM m.recorded_at::timestamptz)::float8,
                       m.duration_microseconds
-               FROM {} m JOIN unnest(%(ops)s::text[], %(thr)s::numeric[]) AS t(op, thr)
+               FROM {} m JOIN unnest(%(ops)s::text[], %(thr)s::bigint[]) AS t(op, thr)
                  ON t.op = m.operation_type
-               WHERE m.metric_id <= %(max)s AND m.duration_microseconds > t.thr"""
-        ).format(table), {"ops": list(minimum), "thr": [Decimal(v) for v in minimum.values()],
+               WHERE m.metric_id <= %(max)s AND m.duration_microseconds > %(lowest)s
+                 AND m.duration_microseconds > t.thr"""
+        ).format(table), {"ops": list(minimum), "thr": floors, "lowest": min(floors),
                           "max": max_id})
         for op, branch_id, at, us in candidates:
             threshold = self.baselines.threshold_at(op, branch_id, at)
