@@ -135,10 +135,6 @@ def test_backfill_without_a_second_connection_scans_on_one_and_stays_exact(
     assert any(r.getMessage() == "no second connection; working on one" for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "IdCursor.settle assumes every transaction open when a gap is noticed has an xid below "
-    "the snapshot's xmax, but xmax is latestCompletedXid + 1: the newest open writer's xid "
-    "is not below it, so its gap is settled as a rollback while it still runs"))
 def test_id_of_the_newest_open_transaction_stays_a_gap_until_it_ends(
         pggit_dsn: str, run_exporter) -> None:
     older = psycopg.connect(pggit_dsn)
@@ -151,6 +147,32 @@ def test_id_of_the_newest_open_transaction_stays_a_gap_until_it_ends(
     exporter = run_exporter(pggit_dsn)
     wait_for(lambda: exporter.poller.caught_up, what="the backfill")
     time.sleep(1.0)
+    newest.commit()
+    newest.close()
+    wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 2,
+             5, what="the newest writer's row")
+
+
+def test_id_of_the_newest_open_transaction_stays_a_gap_when_noticed_by_a_live_poll(
+        pggit_dsn: str, run_exporter) -> None:
+    """The same race noticed by the incremental reader: its gap must outlive many polls."""
+    exporter = run_exporter(pggit_dsn)
+    wait_for(lambda: exporter.poller.caught_up, what="the first poll")
+    older = psycopg.connect(pggit_dsn)
+    older.execute("SELECT pg_current_xact_id()")
+    newest = psycopg.connect(pggit_dsn)
+    record(newest, random.Random(19))
+    record(older, random.Random(20))
+    older.commit()
+    older.close()
+    wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 1,
+             what="the older writer's row")
+
+    def polls() -> float:
+        return total(exporter.samples(), "pggit_exporter_poll_duration_seconds_count")
+
+    before = polls()
+    wait_for(lambda: polls() >= before + 10, what="ten more polls, well past gap_grace")
     newest.commit()
     newest.close()
     wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 2,

@@ -96,9 +96,9 @@ def test_backfill_cursor_has_a_gap_for_every_id_not_counted(pggit_dsn: str) -> N
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         insert_ids(conn, sorted(present))
     mapping = PerformanceMetrics(DEFAULT_BUCKETS, BaselineHistory())
-    agg = Aggregates({HIST: DEFAULT_BUCKETS})
     invalid: list[str] = []
-    ctx = Context("main", agg, LabelCap(500, 200, lambda label: None), str, invalid.append)
+    ctx = Context("main", Aggregates({HIST: DEFAULT_BUCKETS}), LabelCap(500, 200), str,
+                  invalid.append)
     with psycopg.connect(pggit_dsn) as conn:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -111,7 +111,8 @@ def test_backfill_cursor_has_a_gap_for_every_id_not_counted(pggit_dsn: str) -> N
                              " current_setting('work_mem')").fetchone()
     assert cursor.max_seen == 1998
     assert [(g.lo, g.hi) for g in cursor.gaps] == [(1, 4), *ranges_missing(present)]
-    assert sum(sum(cell[:-1]) for cell in agg.histograms[HIST].values()) == len(present)
+    cells = ctx.result().histograms[HIST].values()
+    assert sum(sum(cell[:-1]) for cell in cells) == len(present)
     assert invalid == []
     assert after == session
 

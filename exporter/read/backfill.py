@@ -90,10 +90,10 @@ def start_cursor(conn: psycopg.Connection, mapping: Mapping, table: sql.Composed
     if position == "now":
         return cursor
     if lo > 1:
-        cursor.gaps.append(Gap(1, lo - 1, snap.xmax, snap.now))
+        cursor.gaps.append(Gap(1, lo - 1, snap.horizon, snap.now))
     with local_settings(conn, BACKFILL_SETTINGS):
         holes = _aggregate_and_find_holes(conn, mapping, table, ctx, spec.id_column, lo, hi)
-    cursor.gaps.extend(Gap(a, b, snap.xmax, snap.now) for a, b in holes)
+    cursor.gaps.extend(Gap(a, b, snap.horizon, snap.now) for a, b in holes)
     if spec.final is not None:
         running = conn.execute(sql.SQL("SELECT {id} FROM {t} WHERE {id} <= %s AND NOT {f}").format(
             id=ident, t=table, f=sql.SQL(spec.final)), (hi,))

@@ -6,12 +6,14 @@ ranges below it not yet visible (`gaps`) and rows seen but not yet final (`waiti
 merge still running).
 
 A gap is settled as a rollback only when every transaction that could have been holding it
-has ended: when it was noticed in a snapshot with xmax X, any transaction that had taken the
-id was either in progress in that snapshot (xid < X) or got its xid just after; once a later
-snapshot's xmin is >= X, all of the former have ended, and `grace` seconds cover the latter
-(the instant between nextval() and the insert taking an xid). A gap still empty then is a
-rollback. A committed row in it would have been visible in that same snapshot, and is read by
-the gap query that runs first.
+has ended: when it was noticed in a snapshot whose horizon (the next xid then) is H, any
+transaction that had taken the id either already had an xid (below H) or got one just after;
+once a later snapshot's xmin is >= H, all of the former have ended (xmin >= H means no xid
+below H is still running), and `grace` seconds cover the latter (the instant between
+nextval() and the insert taking an xid). A gap still empty then is a rollback. A committed
+row in it would have been visible in that same snapshot, and is read by the gap query that
+runs first. The horizon is not the snapshot's xmax, which can be below a running writer's
+xid (see `exporter.read.incremental.Snapshot`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 class Gap:
     lo: int
     hi: int
-    noticed_xmax: int
+    noticed_horizon: int
     noticed_at: float
 
 
@@ -43,12 +45,12 @@ class IdCursor:
     def pending_count(self) -> int:
         return len(self.gaps) + len(self.waiting)
 
-    def advance(self, ids: list[int], xmax: int, now: float) -> None:
+    def advance(self, ids: list[int], horizon: int, now: float) -> None:
         """Record new rows read past max_seen (ascending); the ids skipped become gaps."""
         prev = self.max_seen
         for i in ids:
             if i > prev + 1:
-                self.gaps.append(Gap(prev + 1, i - 1, xmax, now))
+                self.gaps.append(Gap(prev + 1, i - 1, horizon, now))
             prev = i
         self.max_seen = max(self.max_seen, prev)
 
@@ -75,10 +77,10 @@ class IdCursor:
             lo = g.lo
             for i in inside:
                 if i > lo:
-                    remaining.append(Gap(lo, i - 1, g.noticed_xmax, g.noticed_at))
+                    remaining.append(Gap(lo, i - 1, g.noticed_horizon, g.noticed_at))
                 lo = i + 1
             if lo <= g.hi:
-                remaining.append(Gap(lo, g.hi, g.noticed_xmax, g.noticed_at))
+                remaining.append(Gap(lo, g.hi, g.noticed_horizon, g.noticed_at))
         self.gaps = remaining
 
     def wait(self, row_id: int, now: float) -> None:
@@ -93,7 +95,7 @@ class IdCursor:
         """
         before = len(self.gaps)
         self.gaps = [g for g in self.gaps
-                     if not (xmin >= g.noticed_xmax and now - g.noticed_at >= grace)]
+                     if not (xmin >= g.noticed_horizon and now - g.noticed_at >= grace)]
         self.waiting = {i: t for i, t in self.waiting.items() if i in still_waiting}
         return before - len(self.gaps)
 
@@ -103,7 +105,7 @@ class IdCursor:
 
     def to_json(self) -> dict[str, Any]:
         return {"max_seen": self.max_seen,
-                "gaps": [[g.lo, g.hi, g.noticed_xmax, g.noticed_at] for g in self.gaps],
+                "gaps": [[g.lo, g.hi, g.noticed_horizon, g.noticed_at] for g in self.gaps],
                 "waiting": [[i, t] for i, t in self.waiting.items()]}
 
     @classmethod
