@@ -330,6 +330,20 @@ def test_label_cap_folds_excess_values_into_other(
                  label="operation_type") == 4
 
 
+def test_label_cap_counts_folded_rows_on_backfill_as_when_read_live(
+        pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> None:
+    """The backfill folds whole groups at once; the overflow counter must still count rows."""
+    for op in CAPPED_OPS:
+        record(pggit_dsn, op)
+        record(pggit_dsn, op)
+    exporter = run_exporter(pggit_dsn, max_label_values=5,
+                            database={"disabled_collectors": ["performance_operation_types"]})
+    samples = counted(exporter, 16)
+    assert total(samples, "pggit_operation_duration_seconds_count", operation_type=OTHER) == 6
+    assert total(samples, "pggit_exporter_label_overflow_total",
+                 label="operation_type") == 6
+
+
 def test_label_cap_mapping_is_stable_across_a_restart(pggit_dsn: str, tmp_path: Path) -> None:
     first = InProcess(cap_config(pggit_dsn, tmp_path, "a.yml"))
     try:

@@ -77,17 +77,23 @@ class PerformanceMetrics(Mapping):
         for s in page.values():
             s.flush(ctx)
 
-    def _series(self, ctx: Context, op: str, branch_id: int | None) -> _Series:
+    @staticmethod
+    def _labels(ctx: Context, op: str, branch_id: int | None) -> tuple[Labels, tuple[str, ...]]:
+        """The series' labels and the names of those folded into __other__ (not yet counted:
+        the overflow counter counts rows, and the callers know how many a series stands for)."""
         op_label, op_folded = ctx.cap.fold("operation_type", op)
         branch_label, branch_folded = ctx.cap.fold("branch", ctx.branch_name(branch_id))
-        labels = (op_label, branch_label)
+        folded = (("operation_type",) if op_folded else ()) + (
+            ("branch",) if branch_folded else ())
+        return (op_label, branch_label), folded
+
+    def _series(self, ctx: Context, op: str, branch_id: int | None) -> _Series:
+        labels, folded = self._labels(ctx, op, branch_id)
         cells = ctx.agg.histograms[HIST]
         cell = cells.get(labels)
         if cell is None:
             cell = cells[labels] = [0] * (len(self.thresholds) + 1) + [0.0]
         lowest = self.baselines.min_threshold.get(op)
-        folded = (("operation_type",) if op_folded else ()) + (
-            ("branch",) if branch_folded else ())
         return _Series(labels, cell, math.inf if lowest is None else int(lowest), folded)
 
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
@@ -113,7 +119,9 @@ class PerformanceMetrics(Mapping):
                 for _ in range(count):
                     ctx.on_invalid(self.table)
                 continue
-            labels = (ctx.cap("operation_type", op), ctx.branch(branch_id))
+            labels, folded = self._labels(ctx, op, branch_id)
+            for label in folded:
+                ctx.cap.overflowed(label, count)
             counts = [0] * n
             counts[bucket] = count
             ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
@@ -143,7 +151,7 @@ class PerformanceMetrics(Mapping):
         for op, branch_id, at, us in candidates:
             threshold = self.baselines.threshold_at(op, branch_id, at)
             if threshold is not None and us > threshold:
-                ctx.agg.inc(VIOLATIONS, (ctx.cap("operation_type", op), ctx.branch(branch_id)))
+                ctx.agg.inc(VIOLATIONS, self._labels(ctx, op, branch_id)[0])
 
 
 class _Series:
