@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 import uuid
 
 import psycopg
@@ -135,22 +134,43 @@ def test_backfill_without_a_second_connection_scans_on_one_and_stays_exact(
     assert any(r.getMessage() == "no second connection; working on one" for r in caplog.records)
 
 
-def test_id_of_the_newest_open_transaction_stays_a_gap_until_it_ends(
-        pggit_dsn: str, run_exporter) -> None:
-    older = psycopg.connect(pggit_dsn)
+def newest_writer_behind_an_older_one(dsn: str, seed: int) -> psycopg.Connection:
+    """The race: an older transaction holds an xid, a newer one inserts a lower id and stays
+    open, the older one inserts a higher id and commits. The newer writer's xid is then not
+    below any snapshot's xmax; returns its still open connection."""
+    older = psycopg.connect(dsn)
     older.execute("SELECT pg_current_xact_id()")
-    newest = psycopg.connect(pggit_dsn)
-    record(newest, random.Random(17))
-    record(older, random.Random(18))
+    newest = psycopg.connect(dsn)
+    record(newest, random.Random(seed))
+    record(older, random.Random(seed + 1))
     older.commit()
     older.close()
-    exporter = run_exporter(pggit_dsn)
-    wait_for(lambda: exporter.poller.caught_up, what="the backfill")
-    time.sleep(1.0)
+    return newest
+
+
+def polls_pass(exporter, n: int = 10) -> None:
+    """Wait for `n` more polls: far beyond gap_grace, so a wrongly settled gap is gone."""
+    def polls() -> float:
+        return total(exporter.samples(), "pggit_exporter_poll_duration_seconds_count")
+
+    before = polls()
+    wait_for(lambda: polls() >= before + n, what=f"{n} more polls")
+
+
+def commit_and_expect_both_rows(exporter, newest: psycopg.Connection) -> None:
     newest.commit()
     newest.close()
     wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 2,
              5, what="the newest writer's row")
+
+
+def test_id_of_the_newest_open_transaction_stays_a_gap_until_it_ends(
+        pggit_dsn: str, run_exporter) -> None:
+    newest = newest_writer_behind_an_older_one(pggit_dsn, 17)
+    exporter = run_exporter(pggit_dsn)
+    wait_for(lambda: exporter.poller.caught_up, what="the backfill")
+    polls_pass(exporter)
+    commit_and_expect_both_rows(exporter, newest)
 
 
 def test_id_of_the_newest_open_transaction_stays_a_gap_when_noticed_by_a_live_poll(
@@ -158,22 +178,8 @@ def test_id_of_the_newest_open_transaction_stays_a_gap_when_noticed_by_a_live_po
     """The same race noticed by the incremental reader: its gap must outlive many polls."""
     exporter = run_exporter(pggit_dsn)
     wait_for(lambda: exporter.poller.caught_up, what="the first poll")
-    older = psycopg.connect(pggit_dsn)
-    older.execute("SELECT pg_current_xact_id()")
-    newest = psycopg.connect(pggit_dsn)
-    record(newest, random.Random(19))
-    record(older, random.Random(20))
-    older.commit()
-    older.close()
+    newest = newest_writer_behind_an_older_one(pggit_dsn, 19)
     wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 1,
              what="the older writer's row")
-
-    def polls() -> float:
-        return total(exporter.samples(), "pggit_exporter_poll_duration_seconds_count")
-
-    before = polls()
-    wait_for(lambda: polls() >= before + 10, what="ten more polls, well past gap_grace")
-    newest.commit()
-    newest.close()
-    wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 2,
-             5, what="the newest writer's row")
+    polls_pass(exporter)
+    commit_and_expect_both_rows(exporter, newest)
