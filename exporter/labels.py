@@ -51,11 +51,11 @@ class LabelCap:
         admitted = self._admitted.get(label, set())
         return short if short in admitted or len(admitted) < self.max_values else OTHER
 
-    def __call__(self, label: str, value: str | None) -> str:
-        """The value one observation carries; a fold counts that observation as overflow."""
+    def __call__(self, label: str, value: str | None, rows: int = 1) -> str:
+        """The value `rows` rows carry (one, or an aggregated group); a fold counts them all."""
         shown, folded = self.fold(label, value)
         if folded:
-            self.overflowed(label, 1)
+            self.overflowed(label, rows)
         return shown
 
     def fold(self, label: str, value: str | None) -> tuple[str, bool]:

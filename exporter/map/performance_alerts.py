@@ -38,7 +38,8 @@ class PerformanceAlerts(Mapping):
             """SELECT operation_type, alert_type, coalesce(severity, 'WARNING'), count(*)
                FROM {} WHERE alert_id <= %s GROUP BY 1, 2, 3""").format(table), (max_id,))
         for op, alert_type, severity, count in rows:
-            ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op), alert_type, severity), count)
+            ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op, count), alert_type, severity),
+                        count)
 
     def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
         rows = conn.execute(sql.SQL(
