@@ -344,6 +344,23 @@ def test_label_cap_counts_folded_rows_on_backfill_as_when_read_live(
                  label="operation_type") == 6
 
 
+def test_label_cap_counts_folded_alerts_on_backfill_one_per_alert(
+        pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> None:
+    record(pggit_dsn, CAPPED_OPS[0])
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        for op in CAPPED_OPS:
+            conn.execute("INSERT INTO pggit.performance_alerts (metric_id, operation_type, "
+                         "alert_type, actual_duration_microseconds) "
+                         "SELECT (SELECT max(metric_id) FROM pggit.performance_metrics), %s, "
+                         "'THRESHOLD_EXCEEDED', 5000 FROM generate_series(1, 2)", (op,))
+    exporter = run_exporter(pggit_dsn, max_label_values=5,
+                            database={"disabled_collectors": ["performance_operation_types"]})
+    samples = wait_for(lambda: (s := exporter.samples()) and
+                       total(s, "pggit_alerts_total") == 16 and s, what="16 alerts")
+    assert total(samples, "pggit_alerts_total", operation_type=OTHER) == 6
+    assert total(samples, "pggit_exporter_label_overflow_total", label="operation_type") == 6
+
+
 def test_label_cap_mapping_is_stable_across_a_restart(pggit_dsn: str, tmp_path: Path) -> None:
     first = InProcess(cap_config(pggit_dsn, tmp_path, "a.yml"))
     try:
