@@ -136,9 +136,10 @@ def summary(r: dict[str, Any]) -> str:
         "",
         "## Scaled to the issue's reference machine (rough estimates)",
         "",
-        f"In this run the machine was {py:.1f}x slower than the issue's for Python loops "
+        f"In this run a task took {py:.1f}x the time it takes on the issue's machine for Python "
+        f"loops "
         f"(prometheus_client observe: {ing['prometheus_client']['rows_per_second']:,} vs "
-        f"{REFERENCE['observe']:,} rows/s), {enc:.1f}x for encoding (generate_latest "
+        f"{REFERENCE['observe']:,} rows/s) and {enc:.1f}x for encoding (generate_latest "
         f"{rend['histogram_only']['prometheus_client']['median_ms']} vs "
         f"{REFERENCE['generate_latest_ms']} ms). The factors disagree because the machine is "
         "shared and its load changes during the run; scaled by them (the database side is "
