@@ -168,14 +168,24 @@ _METRICS: tuple[Metric, ...] = (
     Metric("pggit_exporter_build_info", "gauge", "Version of the exporter; always 1.",
            ("version", "python_version"), "exporter", per_database=False),
     Metric("pggit_exporter_collector_enabled", "gauge",
-           "1 if the collector found its pgGit table and columns, else 0.", ("collector",),
+           "1 if the collector found its pgGit table and columns and is not disabled in the "
+           "configuration, else 0.", ("collector",), "exporter"),
+    Metric("pggit_exporter_collector_failing", "gauge",
+           "1 while an enabled collector's reads keep failing for a reason other than the "
+           "connection (it is skipped and retried with backoff), else 0.", ("collector",),
            "exporter"),
-    Metric("pggit_exporter_rows_read_total", "counter", "Rows read from pgGit tables.",
-           ("table",), "exporter"),
+    Metric("pggit_exporter_rows_read_total", "counter",
+           "Rows read from pgGit tables (tables of running collectors only).", ("table",),
+           "exporter"),
+    Metric("pggit_exporter_invalid_rows_total", "counter",
+           "Row values the exporter could not map as they are (NULL where a value is needed, "
+           "negative, +-infinity or NaN), one per row and column; the row's other values are "
+           "counted as usual. Kept in the checkpoint.", ("table", "reason"), "exporter"),
     Metric("pggit_exporter_poll_duration_seconds", "histogram",
            "Wall time of one poll of a database (all tables, one snapshot).", (), "exporter"),
     Metric("pggit_exporter_lag_seconds", "gauge",
-           "Now minus the time of the newest row read from the table.", ("table",), "exporter"),
+           "Now minus the time of the newest row read from the table (tables of running "
+           "collectors only; +-infinity times are left out).", ("table",), "exporter"),
     Metric("pggit_exporter_pending_gaps", "gauge",
            "Ids below the read position not yet visible (open transactions or rollbacks), "
            "plus rows waiting to finish.", ("table",), "exporter"),
@@ -183,8 +193,8 @@ _METRICS: tuple[Metric, ...] = (
            "Errors by stage (connect, discover, read, checkpoint, send).", ("stage",),
            "exporter"),
     Metric("pggit_exporter_label_overflow_total", "counter",
-           "Rows whose label value was folded into __other__ by the label cap.", ("label",),
-           "exporter"),
+           "Rows whose label value was folded into __other__ by the label cap. Kept in the "
+           "checkpoint.", ("label",), "exporter"),
     Metric("pggit_exporter_last_poll_success_timestamp_seconds", "gauge",
            "When a poll of the database last succeeded (Unix time).", (), "exporter"),
     Metric("pggit_exporter_spans_total", "counter",

@@ -2,14 +2,23 @@
 
 pgGit's operation types, branch names and span names are free text written by callers; one
 buggy caller generating names must not turn into a cardinality explosion in Prometheus.
+
+The values the cap folds are shown as `__other__`, and only they: a caller's own value that
+looks like the fold value (`__other__`, `___other__`, ...) is shown with one more leading
+underscore, so `{operation_type="__other__"}` in a query always means "folded by the cap".
+Only `operation_type` is constrained by pgGit (non-blank); branch, span and job names are free
+text, so no fold value could be one pgGit cannot produce for every label: escaping can.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 
 OTHER = "__other__"
+_LOOKS_FOLDED = re.compile(r"_*__other__")
 
 
 def shorten(value: str, max_length: int) -> str:
@@ -20,24 +29,42 @@ def shorten(value: str, max_length: int) -> str:
     return value[: max_length - 9] + "~" + digest
 
 
+def escape(value: str) -> str:
+    """A caller's value as shown: never equal to OTHER, and distinct values stay distinct."""
+    return "_" + value if _LOOKS_FOLDED.fullmatch(value) else value
+
+
+Overflow = Callable[[str, int], None]
+
+
 class LabelCap:
     """Admits at most `max_values` distinct values per label name; the rest become __other__.
 
     Admitted values are derived from the restored aggregates on restart (see `admit`), so the
-    same value maps to the same series across restarts without a separate state file.
+    same value maps to the same series across restarts without a separate state file. The cap
+    is shared by every reader of a database; each counts its folds where it keeps its own
+    state (see `counting`), so the overflow counter is checkpointed with the rows it counts.
     """
 
-    def __init__(self, max_values: int, max_length: int,
-                 on_overflow: Callable[[str, int], None] | None = None):
+    def __init__(self, max_values: int, max_length: int, on_overflow: Overflow | None = None):
         self.max_values = max_values
         self.max_length = max_length
         self.on_overflow = on_overflow
         self._admitted: dict[str, set[str]] = {}
         self._cache: dict[tuple[str, str], str] = {}
 
+    def counting(self, on_overflow: Overflow) -> LabelCap:
+        """The same cap (same admitted values), counting its folds with `on_overflow`."""
+        view = copy.copy(self)
+        view.on_overflow = on_overflow
+        return view
+
     def admit(self, label: str, values: Iterable[str]) -> None:
         """Mark values as already exported (from a checkpoint); they never fold."""
-        self._admitted.setdefault(label, set()).update(values)
+        self._admitted.setdefault(label, set()).update(v for v in values if v != OTHER)
+
+    def _shown(self, value: str) -> str:
+        return escape(shorten(value, self.max_length))
 
     def peek(self, label: str, value: str | None) -> str:
         """The value a gauge shows, without admitting it or counting an overflow.
@@ -47,7 +74,7 @@ class LabelCap:
         """
         if value is None:
             return ""
-        short = shorten(value, self.max_length)
+        short = self._shown(value)
         admitted = self._admitted.get(label, set())
         return short if short in admitted or len(admitted) < self.max_values else OTHER
 
@@ -70,7 +97,7 @@ class LabelCap:
         cached = self._cache.get(key)
         if cached is not None:
             return cached, False
-        short = shorten(value, self.max_length)
+        short = self._shown(value)
         admitted = self._admitted.setdefault(label, set())
         if short not in admitted:
             if len(admitted) >= self.max_values:

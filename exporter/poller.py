@@ -15,6 +15,8 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from exporter import checkpoint
 from exporter.aggregates import Aggregates
 from exporter.catalog import metric
 from exporter.config import Config, DatabaseConfig
+from exporter.counts import Counts
 from exporter.db import Database
 from exporter.discover import Found, discover
 from exporter.expose import families
@@ -50,7 +53,7 @@ from exporter.map.performance_operation_types import PerformanceOperationTypes
 from exporter.map.scheduled_job_execution import ScheduledJobExecution
 from exporter.read.backfill import start_cursor
 from exporter.read.cursor import IdCursor
-from exporter.read.incremental import read_table, take_snapshot
+from exporter.read.incremental import Snapshot, finite_epoch, read_table, take_snapshot
 
 log = logging.getLogger("exporter.poller")
 
@@ -64,6 +67,34 @@ def state_file(state_dir: Path, database: str) -> Path:
     return state_dir / f"{safe}.json"
 
 
+@dataclass(frozen=True)
+class Failing:
+    """A collector skipped after a failed read: why, how often, and when to try again."""
+
+    message: str
+    attempts: int
+    retry_at: float
+
+
+class CollectorFailed(Exception):
+    """A read failed in one collector (the cause is chained), for anything but the connection."""
+
+    def __init__(self, collector: str):
+        super().__init__(collector)
+        self.collector = collector
+
+
+@contextmanager
+def failing_as(collector: str) -> Iterator[None]:
+    """Name the collector whose read failed, unless the connection did (that is everyone's)."""
+    try:
+        yield
+    except (PoolTimeout, psycopg.OperationalError, CollectorFailed):
+        raise
+    except Exception as exc:
+        raise CollectorFailed(collector) from exc
+
+
 class DatabasePoller:
     def __init__(self, cfg: Config, db_cfg: DatabaseConfig, database: Database,
                  self_metrics: SelfMetrics, exposition: Exposition):
@@ -72,6 +103,7 @@ class DatabasePoller:
         self.db_cfg = db_cfg
         self.database = database
         self.sm = self_metrics
+        self.health = self_metrics.database(db_cfg.name)
         self.exposition = exposition
         self.path = state_file(cfg.state_dir, db_cfg.name)
         self.baselines = PerformanceBaselines()
@@ -87,6 +119,7 @@ class DatabasePoller:
         self.bounds = {"pggit_operation_duration_seconds": cfg.buckets,
                        "pggit_merge_duration_seconds": cfg.merge_buckets}
         self.agg = Aggregates(self.bounds)
+        self.counts = Counts()
         self.cursors: dict[str, IdCursor] = {}
         self.newest: dict[str, float] = {}
         self.gauges: Gauges = {}
@@ -99,15 +132,15 @@ class DatabasePoller:
         self.up = False
         self.last_error: str | None = None
         self.lag: dict[str, float] = {}
+        self.failing: dict[str, Failing] = {}
+        self.read_now: set[str] = set()
         self._saved_cursors = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _overflow(self, label: str, rows: int) -> None:
+        """Folds by readers sharing the cap without a checkpointed count of their own."""
         self.sm["pggit_exporter_label_overflow_total"].labels(self.name, label).inc(rows)
-
-    def _invalid(self, table: str) -> None:
-        self.sm["pggit_exporter_errors_total"].labels(self.name, "invalid_row").inc()
 
     def load(self) -> None:
         """Restore the checkpoint, if any, and re-admit its label values to the cap."""
@@ -123,6 +156,7 @@ class DatabasePoller:
                                                  "to start counting afresh") from None
             self.cursors = {t: IdCursor.from_json(c) for t, c in data["cursors"].items()}
             self.newest = {t: float(v) for t, v in data.get("newest", {}).items()}
+            self.counts = Counts.from_json(data.get("counts"))
             self._saved_cursors = json.dumps(data["cursors"], sort_keys=True)
             for (name, position), values in self.agg.label_values().items():
                 self.cap.admit(metric(name).labels[position], values)
@@ -161,20 +195,33 @@ class DatabasePoller:
         if isinstance(exc, PoolTimeout | psycopg.OperationalError):
             stage = "connect"
             self.up = False
-            self.sm["pggit_up"].labels(self.name).set(0)
+            self.health.contact(False)
         elif isinstance(exc, checkpoint.CheckpointError | OSError):
             stage = "checkpoint"
         else:
             stage = "read"
             self.found = None
-        message = _one_line(exc)
+        message = _one_line(exc.__cause__ if isinstance(exc, CollectorFailed) else exc)
+        extra = {"database": self.name, "stage": stage, "error": message, "attempt": failures}
+        if isinstance(exc, CollectorFailed):
+            self._collector_failed(exc.collector, message)
+            extra["collector"] = exc.collector
+            message = f"{exc.collector}: {message}"
         self.last_error = f"{stage}: {message}"
         self.caught_up = False
-        self.sm["pggit_exporter_errors_total"].labels(self.name, stage).inc()
+        self.health.error(stage)
         self.exposition.changed()
         level = logging.WARNING if failures > 1 else logging.ERROR
-        log.log(level, "poll failed", extra={"database": self.name, "stage": stage,
-                                             "error": message, "attempt": failures})
+        log.log(level, "poll failed", extra=extra)
+
+    def _collector_failed(self, collector: str, message: str) -> None:
+        """Skip a collector whose read failed for a reason other than the connection, so the
+        others keep reading, and retry it with backoff; it shows as failing until it works."""
+        before = self.failing.get(collector)
+        attempts = 1 if before is None else before.attempts + 1
+        delay = min(self.cfg.retry_backoff_max, self.cfg.poll_interval * 2 ** attempts)
+        self.failing[collector] = Failing(message, attempts, time.monotonic() + delay)
+        self.health.failing({c: f.message for c, f in self.failing.items()})
 
     def _discover(self, conn: psycopg.Connection) -> None:
         found = discover(conn, self.db_cfg)
@@ -201,12 +248,12 @@ class DatabasePoller:
                     log.warning("collector disabled", extra={
                         "database": self.name, "collector": collector,
                         "reason": reasons[collector]})
-            self.sm["pggit_exporter_collector_enabled"].labels(self.name, collector).set(
-                1 if ok else 0)
         if "branches" in reasons and self.found is None:
             log.warning("branch names unavailable",
                         extra={"database": self.name, "reason": reasons["branches"]})
+        self.health.collectors(enabled)
         self.enabled = enabled
+        self.failing = {c: f for c, f in self.failing.items() if enabled.get(c)}
         self.found = found
         self.discovered_at = time.monotonic()
 
@@ -226,14 +273,15 @@ class DatabasePoller:
                 conn.rollback()
                 conn.isolation_level = None
                 conn.read_only = None
-        agg, cursors, newest, gauges, rows_by_table, backlog, db_now = outcome
+        agg, counts, cursors, newest, gauges, rows_by_table, backlog, db_now = outcome
         cursor_json = json.dumps({t: c.to_json() for t, c in cursors.items()}, sort_keys=True)
         if any(rows_by_table.values()) or cursor_json != self._saved_cursors:
             checkpoint.write_atomic(self.path, {
                 "format": STATE_FORMAT, "database": self.name, "aggregates": agg.to_json(),
-                "cursors": json.loads(cursor_json), "newest": newest})
+                "cursors": json.loads(cursor_json), "newest": newest,
+                "counts": counts.to_json()})
             self._saved_cursors = cursor_json
-        self.agg, self.cursors, self.newest = agg, cursors, newest
+        self.agg, self.counts, self.cursors, self.newest = agg, counts, cursors, newest
         if gauges is not None:
             self.gauges = gauges
         self._publish(rows_by_table, backlog, db_now, time.monotonic() - started)
@@ -245,69 +293,90 @@ class DatabasePoller:
         snap = take_snapshot(conn, time.time())
         branches = self.database.table("branches")
         ctx = Context(self.name, self.agg, self.cap,
-                      lambda b: self.branches.lookup(conn, branches, b), self._invalid)
-        active = [m for m in self.mappings if self.enabled.get(m.collector)]
+                      lambda b: self.branches.lookup(conn, branches, b), self.counts)
+        active = [m for m in self.mappings if self.enabled.get(m.collector)
+                  and not self._skipped(m.collector, started)]
+        self.read_now = {m.collector for m in active}
         if self.baselines in active:
-            self.baselines.refresh_history(conn, self.database.table(self.baselines.table))
+            with failing_as(self.baselines.collector):
+                self.baselines.refresh_history(conn, self.database.table(self.baselines.table))
         rows_by_table: dict[str, int] = {}
         backlog = False
         for m in active:
             if m.incremental is None:
                 continue
-            table = self.database.table(m.table)
-            if m.table not in cursors:
-                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(int(self.db_cfg.backfill_statement_timeout * 1000))))
-                cursors[m.table] = start_cursor(conn, m, table, ctx, snap,
-                                                self.cfg.start_position)
-                latest = newest_time(conn, m, table)
-                if latest is not None:
-                    newest[m.table] = latest
-                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(int(self.db_cfg.statement_timeout * 1000))))
-                log.info("read position initialised", extra={
-                    "database": self.name, "table": m.table, "mode": self.cfg.start_position,
-                    "max_id": cursors[m.table].max_seen})
-            result = read_table(conn, m.incremental, table, cursors[m.table], snap,
-                                self.cfg.batch_size, self.cfg.batch_size * ROWS_PER_POLL,
-                                self.cfg.gap_grace, lambda rows, m=m: m.observe_rows(ctx, rows))
-            rows_by_table[m.table] = result.rows
-            backlog = backlog or result.backlog
-            if result.newest is not None:
-                newest[m.table] = max(result.newest, newest.get(m.table, result.newest))
-            self._bound_gaps(m.table, cursors[m.table])
+            with failing_as(m.collector):
+                backlog = self._read_table(conn, m, ctx, snap, cursors, newest,
+                                           rows_by_table) or backlog
         gauges = None
         if started - self.gauges_at >= self.cfg.gauge_interval or not self.gauges:
             gauges = {}
             for m in active:
-                gauges.update(m.gauges(ctx, conn, self.database.table(m.table)))
+                with failing_as(m.collector):
+                    gauges.update(m.gauges(ctx, conn, self.database.table(m.table)))
             self.gauges_at = started
-        return ctx.result(), cursors, newest, gauges, rows_by_table, backlog, snap.db_now
+        return (ctx.result(), ctx.counts, cursors, newest, gauges, rows_by_table, backlog,
+                snap.db_now)
+
+    def _skipped(self, collector: str, now: float) -> bool:
+        """A failing collector waits for its retry time; the others read meanwhile."""
+        failing = self.failing.get(collector)
+        return failing is not None and now < failing.retry_at
+
+    def _read_table(self, conn: psycopg.Connection, m: Mapping, ctx: Context, snap: Snapshot,
+                    cursors: dict[str, IdCursor], newest: dict[str, float],
+                    rows_by_table: dict[str, int]) -> bool:
+        """One incremental table's read in the poll; returns whether rows are left over."""
+        assert m.incremental is not None
+        table = self.database.table(m.table)
+        if m.table not in cursors:
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                sql.Literal(int(self.db_cfg.backfill_statement_timeout * 1000))))
+            cursors[m.table] = start_cursor(conn, m, table, ctx, snap,
+                                            self.cfg.start_position)
+            latest = newest_time(conn, m, table)
+            if latest is not None:
+                newest[m.table] = latest
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                sql.Literal(int(self.db_cfg.statement_timeout * 1000))))
+            log.info("read position initialised", extra={
+                "database": self.name, "table": m.table, "mode": self.cfg.start_position,
+                "max_id": cursors[m.table].max_seen})
+        result = read_table(conn, m.incremental, table, cursors[m.table], snap,
+                            self.cfg.batch_size, self.cfg.batch_size * ROWS_PER_POLL,
+                            self.cfg.gap_grace, lambda rows: m.observe_page(ctx, rows))
+        rows_by_table[m.table] = result.rows
+        if result.newest is not None:
+            newest[m.table] = max(result.newest, newest.get(m.table, result.newest))
+        self._bound_gaps(m.table, cursors[m.table])
+        return result.backlog
 
     def _bound_gaps(self, table: str, cursor: IdCursor) -> None:
         excess = len(cursor.gaps) - self.cfg.max_pending_gaps
         if excess > 0:
             del cursor.gaps[:excess]
-            self.sm["pggit_exporter_errors_total"].labels(self.name, "gaps_dropped").inc(excess)
+            self.health.error("gaps_dropped", excess)
             log.error("too many pending gaps; oldest given up",
                       extra={"database": self.name, "table": table, "dropped": excess})
 
     def _publish(self, rows_by_table: dict[str, int], backlog: bool, db_now: float,
                  took: float) -> None:
-        sm, name = self.sm, self.name
-        for table, rows in rows_by_table.items():
-            sm["pggit_exporter_rows_read_total"].labels(name, table).inc(rows)
-            cursor = self.cursors[table]
-            sm["pggit_exporter_pending_gaps"].labels(name, table).set(cursor.pending_count())
-        for table, at in self.newest.items():
-            self.lag[table] = max(0.0, db_now - at)
-            sm["pggit_exporter_lag_seconds"].labels(name, table).set(self.lag[table])
-        sm["pggit_exporter_poll_duration_seconds"].labels(name).observe(took)
-        sm["pggit_exporter_last_poll_success_timestamp_seconds"].labels(name).set(time.time())
+        name = self.name
+        self.lag = {t: max(0.0, db_now - at) for t, at in self.newest.items()
+                    if t in rows_by_table}
+        recovered = [c for c in self.failing if c in self.read_now]
+        for collector in recovered:
+            del self.failing[collector]
+            log.info("collector reads again", extra={"database": name, "collector": collector})
+        if recovered:
+            self.health.failing({c: f.message for c, f in self.failing.items()})
+        self.health.polled(
+            rows=rows_by_table, lag=self.lag, counts=self.counts, took=took, at=time.time(),
+            pending={t: self.cursors[t].pending_count() for t in rows_by_table})
         if not self.up:
             log.info("database reachable", extra={"database": name})
         self.up = True
-        sm["pggit_up"].labels(name).set(1)
+        self.health.contact(True)
         self.caught_up = not backlog
         self.last_error = None
         self.exposition.changed()
@@ -330,8 +399,8 @@ def newest_time(conn: psycopg.Connection, m: Mapping, table: sql.Composed) -> fl
     if spec is None or spec.time is None:
         return None
     row = conn.execute(sql.SQL(
-        "SELECT extract(epoch FROM ({})::timestamptz)::float8 FROM {} ORDER BY {} DESC LIMIT 1"
-    ).format(sql.SQL(spec.time), table, sql.Identifier(spec.id_column))).fetchone()
+        "SELECT {} FROM {} ORDER BY {} DESC LIMIT 1"
+    ).format(sql.SQL(finite_epoch(spec.time)), table, sql.Identifier(spec.id_column))).fetchone()
     return None if row is None else row[0]
 
 

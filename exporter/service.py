@@ -39,7 +39,6 @@ class Service:
             self.databases.append(database)
             self.pollers.append(poller)
             self.exposition.add_source(poller.collect)
-            self.self_metrics["pggit_up"].labels(db_cfg.name).set(0)
             self._add_senders(db_cfg, database, poller)
         self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web)
 
@@ -90,8 +89,10 @@ class Service:
         databases = [{
             "name": p.name, "up": p.up, "caught_up": p.caught_up,
             "collectors": dict(p.enabled), "lag_seconds": dict(p.lag),
+            "collectors_failing": {c: f.message for c, f in p.failing.items()},
             "last_error": p.last_error,
         } for p in self.pollers]
         return {"version": __version__,
-                "ready": all(d["up"] and d["caught_up"] for d in databases),
+                "ready": all(d["up"] and d["caught_up"] and not d["collectors_failing"]
+                             for d in databases),
                 "databases": databases}

@@ -36,12 +36,13 @@ def test_invalid_durations_are_counted_as_invalid_on_backfill_as_when_read_live(
     samples = exporter.samples()
     assert total(samples, "pggit_operation_duration_seconds_count") == 2
     assert total(samples, "pggit_operation_duration_seconds_sum") == 0.005
-    assert total(samples, "pggit_exporter_errors_total", stage="invalid_row") == 3
+    assert total(samples, "pggit_exporter_invalid_rows_total", reason="null") == 2
+    assert total(samples, "pggit_exporter_invalid_rows_total", reason="negative") == 1
     assert total(samples, "pggit_operation_cpu_seconds_total") == 0
     assert total(samples, "pggit_operation_errors_total") == 0
     insert_raw(pggit_dsn, -1)
-    wait_for(lambda: total(exporter.samples(), "pggit_exporter_errors_total",
-                           stage="invalid_row") == 4, what="the live invalid row")
+    wait_for(lambda: total(exporter.samples(), "pggit_exporter_invalid_rows_total",
+                           reason="negative") == 2, what="the live invalid row")
 
 
 def test_violations_at_the_threshold_match_pggit_alerts_on_backfill(

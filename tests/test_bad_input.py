@@ -193,7 +193,7 @@ def test_null_cpu_and_rows_leave_those_counters_alone(
     samples = counted(exporter, 2)
     assert total(samples, "pggit_operation_cpu_seconds_total", operation_type="commit") == 0.005
     assert total(samples, "pggit_operation_rows_affected_total", operation_type="commit") == 7
-    assert total(samples, "pggit_exporter_errors_total", stage="invalid_row") == 0
+    assert total(samples, "pggit_exporter_invalid_rows_total") == 0
 
 
 def test_null_duration_is_skipped_and_counted_as_invalid(
@@ -205,8 +205,8 @@ def test_null_duration_is_skipped_and_counted_as_invalid(
     insert_raw(pggit_dsn, 2000)
     samples = counted(exporter, 1)
     assert total(samples, "pggit_operation_duration_seconds_sum") == 0.002
-    wait_for(lambda: total(exporter.samples(), "pggit_exporter_errors_total",
-                           stage="invalid_row") == 1, what="the invalid row to be counted")
+    wait_for(lambda: total(exporter.samples(), "pggit_exporter_invalid_rows_total",
+                           reason="null") == 1, what="the invalid row to be counted")
 
 
 def test_zero_duration_lands_in_the_first_bucket(

@@ -95,11 +95,13 @@ def landing(status: dict[str, Any]) -> str:
         collectors = ", ".join(sorted(c for c, on in db["collectors"].items() if on)) or "-"
         off = ", ".join(sorted(c for c, on in db["collectors"].items() if not on)) or "-"
         lag = ", ".join(f"{t}: {v:.1f}s" for t, v in sorted(db["lag_seconds"].items())) or "-"
+        failing = "; ".join(f"{c} FAILING: {m}"
+                            for c, m in sorted(db.get("collectors_failing", {}).items()))
         rows.append(
             "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
                 db["name"], "up" if db["up"] else "DOWN",
                 "yes" if db["caught_up"] else "no", collectors, off, lag,
-                db["last_error"] or "-")) + "</tr>")
+                "; ".join(e for e in (failing, db["last_error"]) if e) or "-")) + "</tr>")
     extra = "".join(f"<p>{html.escape(k)}: {html.escape(str(v))}</p>"
                     for k, v in status.get("components", {}).items())
     return f"""<!doctype html>

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.counts import NEGATIVE
 from exporter.map.base import Context, Incremental, Mapping
 
 TOTAL = "pggit_notification_deliveries_total"
@@ -19,8 +20,10 @@ class AlertNotificationLog(Mapping):
     counters = (TOTAL, SECONDS)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
-        _, _, channel, status, ms, _ = row
+        key, _, channel, status, ms, _ = row
         labels = (ctx.cap("channel", channel), ctx.cap("status", status))
         ctx.agg.inc(TOTAL, labels)
-        if ms is not None and ms >= 0:
+        if ms is not None and ms < 0:
+            ctx.invalid(self.table, key, "delivery_time_ms", NEGATIVE, ms)
+        elif ms is not None:
             ctx.agg.inc(SECONDS, labels, ms / 1000)

@@ -16,7 +16,8 @@ class AlertNotificationQueue(Mapping):
     def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
         rows = conn.execute(sql.SQL(
             """SELECT coalesce(status, 'pending'), count(*),
-                      extract(epoch FROM now() - min(created_at)::timestamptz)::float8
+                      extract(epoch FROM now() - min(created_at::timestamptz)
+                                           FILTER (WHERE isfinite(created_at)))::float8
                FROM {} GROUP BY 1""").format(table)).fetchall()
         depth = {(status,): count for status, count, _ in rows}
         waiting = [age for status, _, age in rows

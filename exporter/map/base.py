@@ -7,15 +7,20 @@ a first start. The read stage and the poller are the same for all of them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from exporter.aggregates import Aggregates, Labels
+from exporter.counts import INVALID, NOT_FINITE, OVERFLOW, Counts
 from exporter.labels import LabelCap
+
+log = logging.getLogger("exporter.map")
 
 Gauges = dict[str, dict[Labels, float]]
 
@@ -39,13 +44,22 @@ class Context:
     """Everything a mapping needs while observing rows of one poll."""
 
     def __init__(self, database: str, published: Aggregates, cap: LabelCap,
-                 branch_name: Callable[[int | None], str], on_invalid: Callable[[str], None]):
+                 branch_name: Callable[[int | None], str], counts: Counts | None = None):
         self.database = database
-        self.cap = cap
+        self.counts = Counts() if counts is None else counts.copy()
+        self.cap = cap.counting(lambda label, rows: self.counts.inc(OVERFLOW, (label,), rows))
         self.branch_name = branch_name
-        self.on_invalid = on_invalid
         self._published = published
         self._agg: Aggregates | None = None
+
+    def invalid(self, table: str, key: Any, column: str, reason: str, value: Any = None,
+                rows: int = 1) -> None:
+        """A row (or `rows` rows of a backfill group) with a value that cannot be mapped as
+        it is: counted in the poll's copy of the exporter's counters, with one log line."""
+        self.counts.inc(INVALID, (table, reason), rows)
+        log.warning("invalid row", extra={"database": self.database, "table": table,
+                                          "key": key, "column": column, "reason": reason,
+                                          "value": repr(value), "rows": rows})
 
     @property
     def agg(self) -> Aggregates:
@@ -90,6 +104,17 @@ class Mapping:
         """A page of final rows; a hot table overrides this to resolve labels once per page."""
         for row in rows:
             self.observe(ctx, row)
+
+    def observe_page(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
+        """What the reader hands over: rows whose time is +-infinity (pgGit's timestamps
+        accept them) are counted as invalid and otherwise mapped as usual (the reader leaves
+        them out of the lag), then the page goes to `observe_rows`."""
+        if self.incremental is not None and self.incremental.time is not None:
+            for row in rows:
+                at = row[-1]
+                if at is not None and not isfinite(at):
+                    ctx.invalid(self.table, row[0], self.incremental.time, NOT_FINITE, at)
+        self.observe_rows(ctx, rows)
 
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
                  max_id: int) -> None:

@@ -44,13 +44,16 @@ class PerformanceAlerts(Mapping):
     def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, alert_type, coalesce(severity, 'WARNING'), count(*),
-                      extract(epoch FROM min(created_at)::timestamptz)::float8
+                      extract(epoch FROM min(created_at::timestamptz)
+                                      FILTER (WHERE isfinite(created_at)))::float8
                FROM {} WHERE is_acknowledged IS NOT TRUE GROUP BY 1, 2, 3""").format(table))
         out: Gauges = {"pggit_alerts_open": {},
                        "pggit_alerts_oldest_open_timestamp_seconds": {}}
         for op, alert_type, severity, count, oldest in rows:
             labels = (ctx.gauge_label("operation_type", op), alert_type, severity)
             out["pggit_alerts_open"][labels] = out["pggit_alerts_open"].get(labels, 0) + count
+            if oldest is None:
+                continue
             current = out["pggit_alerts_oldest_open_timestamp_seconds"].get(labels, oldest)
             out["pggit_alerts_oldest_open_timestamp_seconds"][labels] = min(current, oldest)
         return out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from exporter.counts import NOT_FINITE
 from exporter.map.base import Context, Gauges, Incremental, Mapping
 
 TOTAL = "pggit_baseline_changes_total"
@@ -18,6 +20,10 @@ def direction(percent_change: Any) -> str:
     return "degraded" if percent_change > 0 else "improved"
 
 
+def _nan(value: Any) -> bool:
+    return isinstance(value, Decimal) and value.is_nan()
+
+
 class PerformanceBaselineHistory(Mapping):
     collector = "performance_baseline_history"
     table = "performance_baseline_history"
@@ -27,7 +33,10 @@ class PerformanceBaselineHistory(Mapping):
     counters = (TOTAL,)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
-        _, _, op, change, _ = row
+        key, _, op, change, _ = row
+        if _nan(change):
+            ctx.invalid(self.table, key, "percent_change", NOT_FINITE, change)
+            return
         ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op), direction(change)))
 
     def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:

@@ -36,6 +36,10 @@ class BaselineHistory:
         minimum: dict[str, Decimal] = {}
         for op, branch_id, calculated, p99, multiplier in sorted(rows, key=lambda r: r[2]):
             threshold = Decimal(p99) * (Decimal(2) if multiplier is None else multiplier)
+            if threshold.is_nan():
+                # A 'NaN' multiplier passes pgGit's CHECK (> 0): no duration is greater than
+                # NaN in PostgreSQL, so pgGit never alerts on such a baseline, and neither do we.
+                threshold = Decimal("Infinity")
             times.setdefault(op, []).append(calculated)
             entries.setdefault(op, []).append((branch_id, threshold))
             minimum[op] = min(minimum.get(op, threshold), threshold)

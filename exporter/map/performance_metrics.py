@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from exporter.aggregates import Labels, thresholds_us
+from exporter.counts import NEGATIVE, NOT_FINITE, NULL
 from exporter.map.base import Context, Incremental, Mapping
 from exporter.map.performance_baselines import BaselineHistory
 
@@ -55,10 +56,17 @@ class PerformanceMetrics(Mapping):
         """
         page: dict[tuple[str, int | None], _Series] = {}
         thresholds = self.thresholds
-        for _, _, op, branch_id, us, cpu, affected, failed, at in rows:
+        for key, _, op, branch_id, us, cpu, affected, failed, at in rows:
             if us is None or us < 0:
-                ctx.on_invalid(self.table)
+                ctx.invalid(self.table, key, "duration_microseconds",
+                            NULL if us is None else NEGATIVE, us)
                 continue
+            if cpu is not None and cpu < 0:
+                ctx.invalid(self.table, key, "cpu_microseconds", NEGATIVE, cpu)
+                cpu = None
+            if affected is not None and affected < 0:
+                ctx.invalid(self.table, key, "rows_affected", NEGATIVE, affected)
+                affected = None
             s = page.get((op, branch_id))
             if s is None:
                 s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
@@ -94,31 +102,45 @@ class PerformanceMetrics(Mapping):
         if cell is None:
             cell = cells[labels] = [0] * (len(self.thresholds) + 1) + [0.0]
         lowest = self.baselines.min_threshold.get(op)
-        return _Series(labels, cell, math.inf if lowest is None else int(lowest), folded)
+        return _Series(labels, cell, int(lowest) if lowest is not None and lowest.is_finite()
+                       else math.inf, folded)
 
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
                  max_id: int) -> None:
         """One grouped scan for the histograms, one filtered scan for violation candidates.
 
-        Rows the incremental path rejects (NULL or negative duration) form their own group,
-        bucket NULL, so they are counted as invalid exactly as replaying them would.
+        Rows the incremental path rejects (NULL or negative duration) form their own groups,
+        bucket NULL or -1, and negative CPU or row counts and infinite times are counted per
+        group, so they are counted as invalid exactly as replaying them would.
         """
         n = len(self.thresholds) + 1
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, branch_id,
                       CASE WHEN duration_microseconds >= 0
-                           THEN width_bucket(duration_microseconds, %(thr)s::bigint[]) END,
+                           THEN width_bucket(duration_microseconds, %(thr)s::bigint[])
+                           WHEN duration_microseconds < 0 THEN -1 END,
                       count(*), sum(duration_microseconds),
                       count(*) FILTER (WHERE error_details IS NOT NULL),
-                      sum(cpu_microseconds), sum(rows_affected)
+                      sum(cpu_microseconds) FILTER (WHERE cpu_microseconds >= 0),
+                      sum(rows_affected) FILTER (WHERE rows_affected >= 0),
+                      count(*) FILTER (WHERE cpu_microseconds < 0),
+                      count(*) FILTER (WHERE rows_affected < 0),
+                      count(*) FILTER (WHERE NOT isfinite(recorded_at))
                FROM {} WHERE metric_id <= %(max)s
                GROUP BY 1, 2, 3""").format(table),
             {"thr": self.thresholds, "max": max_id}).fetchall()
-        for op, branch_id, bucket, count, total, failed, cpu, affected in rows:
-            if bucket is None:
-                for _ in range(count):
-                    ctx.on_invalid(self.table)
+        key = f"metric_id <= {max_id} (backfill)"
+        odd: dict[tuple[str, str], int] = {}
+        for (op, branch_id, bucket, count, total, failed, cpu, affected, bad_cpu, bad_rows,
+             bad_time) in rows:
+            odd[("recorded_at", NOT_FINITE)] = odd.get(("recorded_at", NOT_FINITE), 0) + bad_time
+            if bucket is None or bucket < 0:
+                column = ("duration_microseconds", NULL if bucket is None else NEGATIVE)
+                odd[column] = odd.get(column, 0) + count
                 continue
+            for column, bad in ((("cpu_microseconds", NEGATIVE), bad_cpu),
+                                (("rows_affected", NEGATIVE), bad_rows)):
+                odd[column] = odd.get(column, 0) + bad
             labels, folded = self._labels(ctx, op, branch_id)
             for label in folded:
                 ctx.cap.overflowed(label, count)
@@ -129,6 +151,7 @@ class PerformanceMetrics(Mapping):
                                  (ROWS, affected or 0)):
                 if amount:
                     ctx.agg.inc(name, labels, float(amount))
+        self._count_odd(ctx, key, odd)
         minimum = self.baselines.min_threshold
         if not minimum:
             return
@@ -137,7 +160,8 @@ class PerformanceMetrics(Mapping):
         # (invalid) durations stay out as in `observe` and the bound always fits. Comparing
         # with the lowest bound first spares most rows the join. The exact test, against the
         # baseline in force when the row was written, is made below.
-        floors = [min(max(floor(v), -1), 2**63 - 1) for v in minimum.values()]
+        floors = [min(max(floor(v), -1), 2**63 - 1) if v.is_finite() else 2**63 - 1
+                  for v in minimum.values()]
         candidates = conn.execute(sql.SQL(
             """SELECT m.operation_type, m.branch_id,
                       extract(epoch FROM m.recorded_at::timestamptz)::float8,
@@ -152,6 +176,11 @@ class PerformanceMetrics(Mapping):
             threshold = self.baselines.threshold_at(op, branch_id, at)
             if threshold is not None and us > threshold:
                 ctx.agg.inc(VIOLATIONS, self._labels(ctx, op, branch_id)[0])
+
+    def _count_odd(self, ctx: Context, key: str, odd: dict[tuple[str, str], int]) -> None:
+        for (column, reason), rows in odd.items():
+            if rows:
+                ctx.invalid(self.table, key, column, reason, rows=rows)
 
 
 class _Series:

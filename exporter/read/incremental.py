@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import isfinite
 from operator import itemgetter
 from typing import Any
 
@@ -56,6 +57,12 @@ def take_snapshot(conn: psycopg.Connection, wall: float) -> Snapshot:
     return Snapshot(xmin, horizon, db_now, wall)
 
 
+def finite_epoch(time: str) -> str:
+    """SQL for a timestamp expression as Unix time, NULL where it is +-infinity."""
+    return (f"CASE WHEN isfinite({time}) "
+            f"THEN extract(epoch FROM ({time})::timestamptz)::float8 END")
+
+
 def _select(spec: Incremental, table: sql.Composed) -> sql.Composed:
     final = sql.SQL(spec.final or "true")
     when = sql.SQL(f"extract(epoch FROM ({spec.time})::timestamptz)::float8"
@@ -75,14 +82,22 @@ class Result:
     settled_gaps: int = 0
 
     def took(self, rows: list[Row]) -> None:
-        """Count a page handed to the mapping and the newest time in it."""
+        """Count a page handed to the mapping and the newest time in it.
+
+        Times of +-infinity (pgGit's timestamps accept them) say nothing about lag and could
+        not be saved in the checkpoint's JSON, so the newest finite time counts; the mapping
+        counts such rows as invalid (`Mapping.observe_page`).
+        """
         if not rows:
             return
         self.rows += len(rows)
         try:
             newest = max(map(_TIME, rows))
         except TypeError:
-            newest = max((r[-1] for r in rows if r[-1] is not None), default=None)
+            newest = None
+        if newest is None or not isfinite(newest):
+            newest = max((r[-1] for r in rows if r[-1] is not None and isfinite(r[-1])),
+                         default=None)
         if newest is not None and (self.newest is None or newest > self.newest):
             self.newest = newest
 
