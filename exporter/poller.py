@@ -30,7 +30,7 @@ from exporter.catalog import metric
 from exporter.config import Config, DatabaseConfig
 from exporter.counts import Counts
 from exporter.db import Database
-from exporter.discover import Found, discover
+from exporter.discover import Found, Layout, discover, layout
 from exporter.expose import families
 from exporter.expose.families import Part
 from exporter.expose.registry import Exposition
@@ -125,6 +125,7 @@ class DatabasePoller:
         self.gauges: Gauges = {}
         self.enabled: dict[str, bool] = {}
         self.found: Found | None = None
+        self.layout: Layout | None = None
         self.discovered_at = 0.0
         self.gauges_at = 0.0
         self.loaded = False
@@ -226,6 +227,11 @@ class DatabasePoller:
     def _discover(self, conn: psycopg.Connection) -> None:
         found = discover(conn, self.db_cfg)
         conn.rollback()
+        seen = layout(found.columns)
+        if seen != self.layout:
+            log.log(logging.INFO if seen.supported else logging.WARNING, "pgGit layout",
+                    extra={"database": self.name, "layout": seen.describe()})
+            self.layout = seen
         enabled: dict[str, bool] = {}
         reasons: dict[str, str] = {}
         for m in self.mappings:

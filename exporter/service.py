@@ -90,6 +90,7 @@ class Service:
             "name": p.name, "up": p.up, "caught_up": p.caught_up,
             "collectors": dict(p.enabled), "lag_seconds": dict(p.lag),
             "collectors_failing": {c: f.message for c, f in p.failing.items()},
+            "pggit_layout": None if p.layout is None else p.layout.describe(),
             "last_error": p.last_error,
         } for p in self.pollers]
         return {"version": __version__,

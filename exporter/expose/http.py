@@ -102,8 +102,11 @@ def landing(status: dict[str, Any]) -> str:
                 db["name"], "up" if db["up"] else "DOWN",
                 "yes" if db["caught_up"] else "no", collectors, off, lag,
                 "; ".join(e for e in (failing, db["last_error"]) if e) or "-")) + "</tr>")
-    extra = "".join(f"<p>{html.escape(k)}: {html.escape(str(v))}</p>"
-                    for k, v in status.get("components", {}).items())
+    extra = "".join(f"<p>{html.escape(db['name'])}: pgGit layout "
+                    f"{html.escape(db['pggit_layout'])}</p>"
+                    for db in status["databases"] if db.get("pggit_layout"))
+    extra += "".join(f"<p>{html.escape(k)}: {html.escape(str(v))}</p>"
+                     for k, v in status.get("components", {}).items())
     return f"""<!doctype html>
 <html><head><title>pggit-exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px;
