@@ -36,12 +36,13 @@ def test_a_dropped_tables_series_disappear(
     record(pggit_dsn)
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO pggit.performance_anomalies (metric_id, operation_type,"
-                     " anomaly_type, severity) SELECT max(metric_id), 'commit', 'COMBINED',"
-                     " 'INFO' FROM pggit.performance_metrics")
+                     " anomaly_type, severity, detected_at) SELECT max(metric_id), 'commit',"
+                     " 'COMBINED', 'INFO', d FROM pggit.performance_metrics,"
+                     " unnest(ARRAY[localtimestamp, 'infinity']) AS d GROUP BY d")
     exporter = run_exporter(pggit_dsn)
     samples = exporter.caught_up_with(pggit_dsn)
     for name in ("pggit_exporter_lag_seconds", "pggit_exporter_pending_gaps",
-                 "pggit_exporter_rows_read_total"):
+                 "pggit_exporter_rows_read_total", "pggit_exporter_invalid_rows_total"):
         assert series(samples, name, table="performance_anomalies"), name
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE pggit.performance_anomalies CASCADE")
@@ -50,7 +51,8 @@ def test_a_dropped_tables_series_disappear(
                        enabled(s, "performance_anomalies") == 0 and s,
                        what="the collector to be disabled")
     for name in ("pggit_exporter_lag_seconds", "pggit_exporter_pending_gaps",
-                 "pggit_exporter_rows_read_total", "pggit_exporter_collector_failing"):
+                 "pggit_exporter_rows_read_total", "pggit_exporter_collector_failing",
+                 "pggit_exporter_invalid_rows_total"):
         assert not series(samples, name, table="performance_anomalies"), name
     assert series(samples, "pggit_exporter_lag_seconds", table="performance_metrics")
 

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.catalog import metric
-from exporter.counts import Counts
+from exporter.counts import INVALID, Counts
 
 POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -132,7 +132,8 @@ class DatabaseHealth:
                 "pggit_exporter_errors_total": {(db, s): n for s, n in self._errors.items()},
             }
             for name, series in self._counts.values.items():
-                out[name] = {(db, *labels): v for labels, v in series.items()}
+                out[name] = {(db, *labels): v for labels, v in series.items()
+                             if name != INVALID or labels[0] in tables}
             if self._last_success is not None:
                 out["pggit_exporter_last_poll_success_timestamp_seconds"] = {
                     (db,): self._last_success}
