@@ -84,7 +84,12 @@ def test_a_removed_databases_series_disappear() -> None:
                                      INVALID: {("performance_metrics", "null"): 1.0}}))
         sm["pggit_exporter_spans_total"].labels(database=db, result="exported").inc(4)
     sm["pggit_exporter_label_overflow_total"].labels("a", "branch").inc(1)
+    sm.database("a").collectors({"operation_traces": True}, source="traces")
+    sm.database("a").failing({"operation_traces": "boom"}, source="traces")
     before = parse(generate_latest(registry).decode())
+    assert total(before, "pggit_exporter_collector_enabled", database="a") == 2
+    assert total(before, "pggit_exporter_collector_failing", database="a",
+                 collector="operation_traces") == 1
     assert total(before, "pggit_exporter_label_overflow_total", database="a") == 3
     assert total(before, "pggit_exporter_poll_duration_seconds_count", database="a") == 1
     sm.remove("a")

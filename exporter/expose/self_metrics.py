@@ -67,8 +67,8 @@ class DatabaseHealth:
         self.database = database
         self._lock = threading.Lock()
         self._up = False
-        self._enabled: dict[str, bool] = {}
-        self._failing: dict[str, str] = {}
+        self._enabled: dict[str, dict[str, bool]] = {}
+        self._failing: dict[str, dict[str, str]] = {}
         self._rows_read: dict[str, float] = {}
         self._pending: dict[str, float] = {}
         self._lag: dict[str, float] = {}
@@ -86,16 +86,20 @@ class DatabaseHealth:
         with self._lock:
             self._errors[stage] = self._errors.get(stage, 0) + n
 
-    def collectors(self, enabled: Mapping[str, bool]) -> None:
-        """Every collector and whether it runs, after a discovery."""
+    def collectors(self, enabled: Mapping[str, bool], source: str = "poller") -> None:
+        """Every collector of `source` and whether it runs, after a discovery. Each source
+        (the poller; the trace forwarder for operation_traces and merges as traces) replaces
+        only its own collectors."""
         with self._lock:
-            self._enabled = dict(enabled)
-            self._failing = {c: m for c, m in self._failing.items() if self._enabled.get(c)}
+            self._enabled[source] = dict(enabled)
+            self._failing[source] = {c: m for c, m in self._failing.get(source, {}).items()
+                                     if enabled.get(c)}
 
-    def failing(self, failing: Mapping[str, str]) -> None:
-        """Collectors whose reads keep failing for a reason other than the connection."""
+    def failing(self, failing: Mapping[str, str], source: str = "poller") -> None:
+        """Collectors of `source` whose reads keep failing for a reason other than the
+        connection, with the error."""
         with self._lock:
-            self._failing = dict(failing)
+            self._failing[source] = dict(failing)
 
     def polled(self, *, rows: Mapping[str, int], pending: Mapping[str, int],
                lag: Mapping[str, float], counts: Counts, took: float, at: float) -> None:
@@ -118,13 +122,14 @@ class DatabaseHealth:
         db = self.database
         with self._lock:
             tables = set(self._pending)
+            enabled = {c: on for by in self._enabled.values() for c, on in by.items()}
+            failing = {c for by in self._failing.values() for c in by}
             out: Samples = {
                 "pggit_up": {(db,): 1.0 if self._up else 0.0},
                 "pggit_exporter_collector_enabled": {
-                    (db, c): 1.0 if on else 0.0 for c, on in self._enabled.items()},
+                    (db, c): 1.0 if on else 0.0 for c, on in enabled.items()},
                 "pggit_exporter_collector_failing": {
-                    (db, c): 1.0 if c in self._failing else 0.0
-                    for c, on in self._enabled.items() if on},
+                    (db, c): 1.0 if c in failing else 0.0 for c, on in enabled.items() if on},
                 "pggit_exporter_rows_read_total": {
                     (db, t): n for t, n in self._rows_read.items() if t in tables},
                 "pggit_exporter_pending_gaps": {(db, t): n for t, n in self._pending.items()},
