@@ -147,9 +147,11 @@ def test_row_committed_after_many_polls_is_counted_once(pggit_dsn: str, run_expo
         record(conn, random.Random(2))
     wait_for(lambda: total(exporter.samples(), "pggit_operation_duration_seconds_count") == 1,
              what="the later row")
-    polls = exporter.poller.sm["pggit_exporter_poll_duration_seconds"]
-    before = polls.labels("main")._sum.get()
-    wait_for(lambda: polls.labels("main")._sum.get() > before, what="more polls")
+    def polls() -> float:
+        return total(exporter.samples(), "pggit_exporter_poll_duration_seconds_count")
+
+    before = polls()
+    wait_for(lambda: polls() > before, what="more polls")
     time.sleep(2.0)
     held.commit()
     held.close()
