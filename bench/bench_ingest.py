@@ -64,8 +64,7 @@ class Setup:
     def context(self) -> Context:
         cap = LabelCap(self.cfg.max_label_values, self.cfg.max_label_length)
         return Context("main", Aggregates(self.bounds), cap,
-                       lambda b: self.branches.lookup(self.conn, self.branch_table, b),
-                       lambda table: None)
+                       lambda b: self.branches.lookup(self.conn, self.branch_table, b))
 
 
 def read_rows(setup: Setup, conn: psycopg.Connection, limit: int,
