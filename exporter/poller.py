@@ -394,7 +394,12 @@ class DatabasePoller:
         prefix = (self.name,)
         counters = tuple(c for m in self.mappings if enabled.get(m.collector)
                          for c in m.counters)
-        yield from families.from_aggregates(agg, prefix, counters)
+        tables = {m.table for m in self.mappings if enabled.get(m.collector)}
+        for part in families.from_aggregates(agg, prefix, counters):
+            # A disabled collector's counts stay in the checkpoint, in case it comes back,
+            # but are not shown: its table is gone or no longer read.
+            if metric(part.name).source in tables:
+                yield part
         for gauge_name, series in gauges.items():
             yield families.Series(gauge_name, series, prefix)
 

@@ -8,13 +8,14 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.counts import INVALID, OVERFLOW, Counts
 from exporter.expose.self_metrics import SelfMetrics
-from tests.exporter_fixtures import InProcess, parse, total, wait_for
+from tests.exporter_fixtures import InProcess, parse, total, wait_for, write_config
 from tests.test_bad_input import counted, enabled, ready, record
 
 
@@ -142,3 +143,25 @@ def test_a_reader_that_keeps_failing_shows_everywhere_and_the_others_go_on(
     assert total(samples, "pggit_exporter_collector_failing") == 0
     ready(exporter)
     wait_for(lambda: get(exporter.port, "/readyz")[0] == 200, what="ready again")
+
+
+def test_a_collector_disabled_after_a_restart_hides_its_counted_series(
+        pggit_dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pggit.record_performance_metric('commit', 1000)")
+        conn.execute("INSERT INTO pggit.performance_alerts (metric_id, operation_type,"
+                     " alert_type, actual_duration_microseconds) SELECT max(metric_id),"
+                     " 'commit', 'THRESHOLD_EXCEEDED', 5000 FROM pggit.performance_metrics")
+    first = InProcess(write_config(tmp_path / "a.yml", pggit_dsn, tmp_path / "state"))
+    try:
+        assert total(first.caught_up_with(pggit_dsn), "pggit_alerts_total") == 1
+    finally:
+        first.stop()
+    second = InProcess(write_config(tmp_path / "b.yml", pggit_dsn, tmp_path / "state",
+                                    database={"disabled_collectors": ["performance_alerts"]}))
+    try:
+        samples = second.caught_up_with(pggit_dsn)
+        assert not series(samples, "pggit_alerts_total")
+        assert total(samples, "pggit_operation_duration_seconds_count") == 1
+    finally:
+        second.stop()
