@@ -18,6 +18,7 @@ from psycopg import sql
 from exporter.aggregates import Labels, thresholds_us
 from exporter.map.base import Context, Incremental, Mapping
 from exporter.map.performance_baselines import BaselineHistory
+from exporter.native import NativeSpec
 
 HIST = "pggit_operation_duration_seconds"
 ERRORS = "pggit_operation_errors_total"
@@ -40,8 +41,10 @@ class PerformanceMetrics(Mapping):
     counters = (ERRORS, CPU, ROWS, VIOLATIONS)
     aggregate_backfill = True
 
-    def __init__(self, bounds: tuple[float, ...], baselines: BaselineHistory):
+    def __init__(self, bounds: tuple[float, ...], baselines: BaselineHistory,
+                 native: NativeSpec | None = None):
         self.thresholds = thresholds_us(bounds)
+        self.native = NativeSpec() if native is None else native
         self.baselines = baselines
 
     def observe_rows(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
@@ -51,10 +54,12 @@ class PerformanceMetrics(Mapping):
         (operation, branch id) in the page, so a row costs a bucket bisect and a few integer
         additions. Sums stay integer microseconds until the flush, which also makes them add up
         exactly like the aggregate backfill does. Only a row above its operation's lowest
-        threshold is judged against the baseline history.
+        threshold is judged against the baseline history. Native buckets are counted by their
+        integer threshold position too (0 is the zero bucket), and added once per page.
         """
         page: dict[tuple[str, int | None], _Series] = {}
         thresholds = self.thresholds
+        native_thresholds = self.native.thresholds
         for _, _, op, branch_id, us, cpu, affected, failed, at in rows:
             if us is None or us < 0:
                 ctx.on_invalid(self.table)
@@ -63,6 +68,8 @@ class PerformanceMetrics(Mapping):
             if s is None:
                 s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
             s.cell[bisect_right(thresholds, us)] += 1
+            k = bisect_right(native_thresholds, us)
+            s.native[k] = s.native.get(k, 0) + 1
             s.us += us
             if failed:
                 s.failed += 1
@@ -75,7 +82,7 @@ class PerformanceMetrics(Mapping):
                 if threshold is not None and us > threshold:
                     s.violations += 1
         for s in page.values():
-            s.flush(ctx)
+            s.flush(ctx, self.native.first)
 
     @staticmethod
     def _labels(ctx: Context, op: str, branch_id: int | None) -> tuple[Labels, tuple[str, ...]]:
@@ -101,20 +108,25 @@ class PerformanceMetrics(Mapping):
         """One grouped scan for the histograms, one filtered scan for violation candidates.
 
         Rows the incremental path rejects (NULL or negative duration) form their own group,
-        bucket NULL, so they are counted as invalid exactly as replaying them would.
+        bucket NULL, so they are counted as invalid exactly as replaying them would. Groups
+        are by classic and native bucket both; the native one is the same threshold position
+        `observe_rows` takes (width_bucket is bisect_right).
         """
         n = len(self.thresholds) + 1
+        first = self.native.first
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, branch_id,
                       CASE WHEN duration_microseconds >= 0
                            THEN width_bucket(duration_microseconds, %(thr)s::bigint[]) END,
+                      width_bucket(duration_microseconds, %(native)s::bigint[]),
                       count(*), sum(duration_microseconds),
                       count(*) FILTER (WHERE error_details IS NOT NULL),
                       sum(cpu_microseconds), sum(rows_affected)
                FROM {} WHERE metric_id <= %(max)s
-               GROUP BY 1, 2, 3""").format(table),
-            {"thr": self.thresholds, "max": max_id}).fetchall()
-        for op, branch_id, bucket, count, total, failed, cpu, affected in rows:
+               GROUP BY 1, 2, 3, 4""").format(table),
+            {"thr": self.thresholds, "native": self.native.thresholds,
+             "max": max_id}).fetchall()
+        for op, branch_id, bucket, native, count, total, failed, cpu, affected in rows:
             if bucket is None:
                 for _ in range(count):
                     ctx.on_invalid(self.table)
@@ -125,6 +137,10 @@ class PerformanceMetrics(Mapping):
             counts = [0] * n
             counts[bucket] = count
             ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
+            if native:
+                ctx.agg.add_native(HIST, labels, {first + native: count})
+            else:
+                ctx.agg.add_native(HIST, labels, {}, count)
             for name, amount in ((ERRORS, failed), (CPU, float(cpu or 0) / 1e6),
                                  (ROWS, affected or 0)):
                 if amount:
@@ -163,8 +179,8 @@ class _Series:
     the `__other__` cell, and the overflow counter needs this series' rows alone.
     """
 
-    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "target",
-                 "us", "violations")
+    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "native",
+                 "target", "us", "violations")
 
     def __init__(self, labels: Labels, target: list[float], lowest: float,
                  folded: tuple[str, ...]):
@@ -173,10 +189,13 @@ class _Series:
         self.cell = [0] * len(target) if folded else target
         self.lowest = lowest
         self.folded = folded
+        self.native: dict[int, int] = {}
         self.us = self.failed = self.cpu = self.affected = self.violations = 0
 
-    def flush(self, ctx: Context) -> None:
+    def flush(self, ctx: Context, first: int) -> None:
         agg, labels, target = ctx.agg, self.labels, self.target
+        zero = self.native.pop(0, 0)
+        agg.add_native(HIST, labels, {first + k: c for k, c in self.native.items()}, zero)
         if self.folded:
             rows = sum(self.cell)
             for i, count in enumerate(self.cell):
