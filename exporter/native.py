@@ -133,12 +133,15 @@ class NativeCell:
     """One series' native buckets: its schema (at most the configured one), the zero bucket's
     count and `{bucket index: count}` for the buckets ever hit. Counts are not cumulative."""
 
-    __slots__ = ("buckets", "schema", "zero")
+    __slots__ = ("buckets", "encoded", "schema", "zero")
 
     def __init__(self, schema: int, zero: int = 0, buckets: dict[int, int] | None = None):
         self.schema = schema
         self.zero = zero
         self.buckets = {} if buckets is None else buckets
+        self.encoded: bytes | None = None
+        """The protobuf exposition's bytes for this cell, kept until it changes: a poll
+        copies the cells it observes into, so unchanged series are not encoded again."""
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, NativeCell) and self.schema == other.schema
@@ -152,6 +155,7 @@ class NativeCell:
 
     def add(self, spec: NativeSpec, counts: Mapping[int, int], zero: int = 0) -> None:
         """Add counts indexed at the configured schema, then fit the bucket limit."""
+        self.encoded = None
         self.zero += zero
         buckets = self.buckets
         by = spec.schema - self.schema
@@ -166,6 +170,7 @@ class NativeCell:
             self.fit(spec.max_buckets)
 
     def add_one(self, spec: NativeSpec, index: int | None, count: int = 1) -> None:
+        self.encoded = None
         if index is None:
             self.zero += count
             return
@@ -180,6 +185,7 @@ class NativeCell:
     def fit(self, max_buckets: int, schema: int | None = None) -> None:
         """Halve the resolution until at most `max_buckets` buckets remain (and the schema is
         at most `schema`, when the configured one went down since the state was saved)."""
+        self.encoded = None
         while self.schema > MIN_SCHEMA and (
                 len(self.buckets) > max_buckets or (schema is not None and self.schema > schema)):
             merged: dict[int, int] = {}
@@ -190,29 +196,9 @@ class NativeCell:
             self.schema -= 1
 
     def copy(self) -> NativeCell:
-        return NativeCell(self.schema, self.zero, dict(self.buckets))
-
-    def spans(self) -> tuple[list[tuple[int, int]], list[int]]:
-        """Protobuf's form: (offset, length) spans over the hit buckets, and the counts as
-        deltas from the previous bucket. Gaps of one or two empty buckets are cheaper to
-        send as zero counts than as a new span, as client_golang does."""
-        spans: list[tuple[int, int]] = []
-        deltas: list[int] = []
-        previous_index = previous_count = 0
-        for i in sorted(self.buckets):
-            count = self.buckets[i]
-            gap = i - previous_index - 1
-            if spans and 0 <= gap <= 2:
-                for _ in range(gap):
-                    deltas.append(-previous_count)
-                    previous_count = 0
-                offset, length = spans[-1]
-                spans[-1] = (offset, length + gap + 1)
-            else:
-                spans.append((i if not spans else gap, 1))
-            deltas.append(count - previous_count)
-            previous_index, previous_count = i, count
-        return spans, deltas
+        other = NativeCell(self.schema, self.zero, dict(self.buckets))
+        other.encoded = self.encoded
+        return other
 
     def to_json(self) -> list[Any]:
         flat: list[int] = []

@@ -169,3 +169,18 @@ def test_the_page_has_the_self_metrics_in_their_own_types() -> None:
     assert len(families) == len(parse_delimited(body))
     assert families["process_cpu_seconds_total"].type == 0
     assert families["python_info"].type == 1
+
+
+def test_a_reused_encoder_writes_what_a_fresh_one_writes_after_each_poll() -> None:
+    """Messages of unchanged series are reused; a series with one more row must not be."""
+    agg = _observed_aggregates(4)
+    encoder = ProtobufEncoder()
+    rng = random.Random(4)
+    for _ in range(5):
+        agg = agg.copy()
+        labels = rng.choice(sorted(agg.histograms[OPS]))
+        agg.observe(OPS, labels, rng.lognormvariate(-6, 2))
+        if rng.random() < 0.5:
+            agg.observe(SPANS, ("commit", "span", "OK"), 0.5, exemplar=("ef" * 16, 0.5, 1.8e9))
+        parts = list(from_aggregates(agg, ("db",)))
+        assert encoder.encode(parts) == ProtobufEncoder().encode(parts)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
+from itertools import accumulate, pairwise
+from typing import Any
 
 from prometheus_client.registry import Collector
 
@@ -36,6 +38,8 @@ _TYPES = {"counter": COUNTER, "gauge": GAUGE, "histogram": HISTOGRAM, "summary":
 
 _pack_double = struct.Struct("<d").pack
 _SMALL = [bytes((n,)) for n in range(128)]
+_ZERO_THRESHOLD = b"\x31" + _pack_double(ZERO_THRESHOLD)
+"""Field 6 (zero_threshold), a double: the same bytes in every histogram."""
 
 
 def accepts(accept: str | None) -> bool:
@@ -65,16 +69,14 @@ def accepts(accept: str | None) -> bool:
 def _varint(n: int) -> bytes:
     if n < 128:
         return _SMALL[n] if n >= 0 else _varint(n + (1 << 64))
+    if n < 16384:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n >= 128:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
-
-
-def _zigzag(n: int) -> int:
-    return n << 1 if n >= 0 else (-n << 1) - 1
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -115,29 +117,63 @@ def _exemplar(exemplar: Exemplar) -> bytes:
 def native_fields(cell: NativeCell) -> bytes:
     """schema, zero threshold and count, positive spans and deltas of one native histogram.
 
-    The zero threshold is always sent, so an empty histogram is still a native one to
-    Prometheus (which tells them apart by a non-zero threshold, buckets or zero count).
+    A span is a run of neighbouring buckets; its offset is the gap since the previous span
+    (the first one's is its index). A gap of one or two empty buckets costs less as zero
+    deltas than as a new span, so those are bridged (as client_golang does). The zero
+    threshold is always sent, so an empty histogram is still a native one to Prometheus
+    (which tells them apart by a non-zero threshold, buckets or zero count).
     """
-    spans, deltas = cell.spans()
-    out = [_varint(5 << 3) + _varint(_zigzag(cell.schema)), _double(6, ZERO_THRESHOLD),
-           _uint(7, cell.zero)]
-    for offset, length in spans:
-        out.append(_field(12, _varint(1 << 3) + _varint(_zigzag(offset))
-                          + _uint(2, length)))
-    if deltas:
-        out.append(_field(13, b"".join(_varint(_zigzag(d)) for d in deltas)))
-    return b"".join(out)
+    schema = cell.schema
+    head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
+            + _ZERO_THRESHOLD + _uint(7, cell.zero))
+    buckets = cell.buckets
+    if not buckets:
+        return head
+    indexes = sorted(buckets)
+    counts = [buckets[i] for i in indexes]
+    n = len(indexes)
+    gaps = [k for k in range(1, n) if indexes[k] - indexes[k - 1] != 1]
+    spans: list[tuple[int, int]] = []
+    if gaps:
+        dense: list[int] = []
+        offset, length, previous = indexes[0], 0, 0
+        for k in gaps:
+            dense += counts[previous:k]
+            length += k - previous
+            empty = indexes[k] - indexes[k - 1] - 1
+            if empty <= 2:
+                dense += [0] * empty
+                length += empty
+            else:
+                spans.append((offset, length))
+                offset, length = empty, 0
+            previous = k
+        dense += counts[previous:]
+        spans.append((offset, length + n - previous))
+    else:
+        dense = counts
+        spans.append((indexes[0], n))
+    first = dense[0]
+    zigzag = [first << 1, *[(c - p) << 1 if c >= p else ~((c - p) << 1)
+                            for p, c in pairwise(dense)]]
+    deltas = bytes(zigzag) if max(zigzag) < 128 else b"".join(map(_varint, zigzag))
+    span_bytes = []
+    for o, length in spans:
+        payload = b"\x08" + _varint(o << 1 if o >= 0 else ~(o << 1)) + b"\x10" + _varint(length)
+        span_bytes.append(b"\x62" + _SMALL[len(payload)] + payload)  # field 12, under 128 bytes
+    return b"".join((head, *span_bytes, _field(13, deltas)))
 
 
 class ProtobufEncoder:
-    """The exporter's parts as protobuf, keeping label and bucket-bound bytes between renders.
+    """The exporter's parts as protobuf, keeping label and bucket-bound bytes between renders,
+    and each histogram's message for as long as its values stay the same.
 
     Not thread-safe, like the text encoder: the exposition renders one page per format at a
     time. Entries of series missing from a render are forgotten.
     """
 
     def __init__(self) -> None:
-        self._labels: dict[tuple[str, Labels], dict[Labels, bytes]] = {}
+        self._labels: dict[tuple[str, Labels], dict[Labels, Any]] = {}
         self._bounds: dict[tuple[float, ...], list[bytes]] = {}
 
     def encode(self, parts: Iterable[Part]) -> bytes:
@@ -145,7 +181,7 @@ class ProtobufEncoder:
         for part in parts:
             families.setdefault(part.name, []).append(part)
         out: list[bytes] = []
-        labels: dict[tuple[str, Labels], dict[Labels, bytes]] = {}
+        labels: dict[tuple[str, Labels], dict[Labels, Any]] = {}
         for name, group in families.items():
             spec = metric(name)
             metrics: list[bytes] = []
@@ -189,28 +225,49 @@ class ProtobufEncoder:
         return cached
 
     def _histograms(self, out: list[bytes], names: tuple[str, ...], part: Histogram,
-                    known: dict[Labels, bytes], kept: dict[Labels, bytes]) -> None:
+                    known: dict[Labels, Any], kept: dict[Labels, Any]) -> None:
+        """Each series' Metric message, kept with the values it was written from: a series
+        whose counts, sum, exemplars and native buckets are those of the last render (most
+        of them, after a poll that read a few rows) reuses its bytes."""
         finite = len(part.bounds)
         bound_bytes = self._bound_bytes(part.bounds)
         for labels, cell in part.cells.items():
-            encoded = self._label_bytes(names, part, labels, known, kept)
-            marks = part.exemplars.get(labels)
-            buckets = []
-            running = 0
-            for i in range(finite):
-                running += int(cell[i])
-                bucket = b"\x08" + _varint(running) + bound_bytes[i]
-                if marks and i in marks:
-                    bucket += _field(3, _exemplar(marks[i]))
-                buckets.append(_field(3, bucket))
-            running += int(cell[finite])
-            if marks and finite in marks:
-                buckets.append(_field(3, b"\x08" + _varint(running) + bound_bytes[finite]
-                                      + _field(3, _exemplar(marks[finite]))))
             native = part.native.get(labels)
-            body = b"".join((_uint(1, running), _double(2, cell[-1]), *buckets,
-                             native_fields(native) if native is not None else b""))
-            out.append(encoded + _field(7, body))
+            if native is None:
+                native_bytes = b""
+            else:
+                native_bytes = native.encoded
+                if native_bytes is None:
+                    native_bytes = native.encoded = native_fields(native)
+            marks = part.exemplars.get(labels)
+            values = tuple(cell)
+            last = known.get(labels)
+            if (last is not None and last[1] == values and last[2] is native_bytes
+                    and last[3] == marks):
+                kept[labels] = last
+                out.append(last[4])
+                continue
+            encoded = last[0] if last is not None else _label_pairs(
+                zip(names, part.prefix + labels, strict=True))
+            cumulative = list(accumulate(map(int, values[:-1])))
+            counts = list(map(_varint, cumulative))
+            # Field 3 (a Bucket) of 1 + len(count) + 9 bytes: always one length byte.
+            buckets = [b"\x1a" + _SMALL[10 + len(c)] + b"\x08" + c + b
+                       for c, b in zip(counts[:finite], bound_bytes, strict=False)]
+            if marks:
+                for i, exemplar in marks.items():
+                    bucket = _field(3, b"\x08" + counts[i] + bound_bytes[i]
+                                    + _field(3, _exemplar(exemplar)))
+                    if i < finite:
+                        buckets[i] = bucket
+                    else:
+                        buckets.append(bucket)
+            body = b"".join((_uint(1, cumulative[-1]), _double(2, cell[-1]), *buckets,
+                             native_bytes))
+            message = encoded + _field(7, body)
+            kept[labels] = (encoded, values, native_bytes, dict(marks) if marks else marks,
+                            message)
+            out.append(message)
 
 
 def encode_collector(registry: Collector) -> bytes:
