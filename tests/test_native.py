@@ -11,9 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from exporter import config
 from exporter.aggregates import Aggregates
 from exporter.native import MAX_SCHEMA, MIN_SCHEMA, NativeCell, NativeSpec
 from tests.exporter_fixtures import wait_for
+from tests.test_config import minimal, single_problem, write
 
 HIST = "pggit_operation_duration_seconds"
 EDGES_US = [0, 1, 2, 3, 7, 15624, 15625, 15626, 999_999, 1_000_000, 1_000_001,
@@ -189,3 +191,18 @@ def test_exporter_upgraded_over_an_old_state_file_keeps_counts_and_adds_new_rows
                   if c != seeded.get(op, {}).get(i, 0)} for op, b in grown.items()}
     assert sorted(i for b in added.values() for i in b for _ in range(b[i])) == sorted(
         [spec.index(777e-6), spec.index(5555e-6)])
+
+
+@pytest.mark.parametrize(("value", "key", "why"), [
+    (9, "native_schema", "from -4 to 8"), (-5, "native_schema", "from -4 to 8"),
+    ("5", "native_schema", "from -4 to 8"), (True, "native_schema", "from -4 to 8"),
+    (0, "native_max_buckets", "at least 1"),
+])
+def test_bad_native_settings_are_refused_naming_the_key(
+        tmp_path: Path, value: object, key: str, why: str) -> None:
+    single_problem(tmp_path, minimal(**{key: value}), key, why)
+
+
+def test_native_settings_reach_the_aggregates(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, minimal(native_schema=2, native_max_buckets=40)), {})
+    assert cfg.native == NativeSpec(2, 40)
