@@ -90,6 +90,18 @@ class TracesConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """OTLP metrics push (exporter.send.metrics); off unless an endpoint is set here or in
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT."""
+
+    endpoint: str | None = None
+    protocol: str | None = None
+    insecure: bool | None = None
+    timeout: float | None = None
+    interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class SilencesConfig:
     enabled: bool = False
     alertmanager_url: str = "http://localhost:9093"
@@ -122,6 +134,7 @@ class Config:
     retry_backoff_max: float = 30.0
     traces: TracesConfig = field(default_factory=TracesConfig)
     silences: SilencesConfig = field(default_factory=SilencesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def native(self) -> NativeSpec:
@@ -396,6 +409,19 @@ def _silences(data: Any, problems: list[str]) -> SilencesConfig:
     return cfg
 
 
+def _metrics(data: Any, problems: list[str]) -> MetricsConfig:
+    r = _Reader(data, "metrics", problems)
+    cfg = MetricsConfig(
+        endpoint=r.string("endpoint"),
+        protocol=r.typed("protocol", None, _protocol, "grpc or http/protobuf"),
+        insecure=r.boolean("insecure", None),
+        timeout=r.duration("timeout", None),
+        interval=r.duration("interval", 60.0),
+    )
+    r.finish()
+    return cfg
+
+
 ENV_PREFIX = "PGGIT_EXPORTER_"
 ENV_KEYS = {
     "LISTEN": "listen",
@@ -505,6 +531,7 @@ def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False)
         retry_backoff_max=r.duration("retry_backoff_max", 30.0),
         traces=_traces(r.raw("traces"), problems),
         silences=_silences(r.raw("silences"), problems),
+        metrics=_metrics(r.raw("metrics"), problems),
     )
     if cfg.web_config_file is not None and not cfg.web_config_file.is_file():
         r.problem("web_config_file", f"file {str(cfg.web_config_file)!r} does not exist")

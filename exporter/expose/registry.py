@@ -73,6 +73,13 @@ class Exposition:
         self._sources.append(source)
         self.changed()
 
+    def parts(self) -> list[Part]:
+        """What every source has published, the build info first (also pushed over OTLP)."""
+        parts: list[Part] = [self._build]
+        for source in list(self._sources):
+            parts.extend(source())
+        return parts
+
     def changed(self) -> None:
         """Called after any state a scrape shows has changed."""
         with self._lock:
@@ -105,10 +112,7 @@ class Exposition:
             with self._lock:
                 generation = self._generation
             if page.generation != generation:
-                parts: list[Part] = [self._build]
-                for source in list(self._sources):
-                    parts.extend(source())
-                page.body = page.encoder.encode(parts) + client_encoder(self.registry)
+                page.body = page.encoder.encode(self.parts()) + client_encoder(self.registry)
                 page.generation, page.gzipped = generation, None
             if not compressed:
                 return page.body, content_type
