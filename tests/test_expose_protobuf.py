@@ -184,3 +184,19 @@ def test_a_reused_encoder_writes_what_a_fresh_one_writes_after_each_poll() -> No
             agg.observe(SPANS, ("commit", "span", "OK"), 0.5, exemplar=("ef" * 16, 0.5, 1.8e9))
         parts = list(from_aggregates(agg, ("db",)))
         assert encoder.encode(parts) == ProtobufEncoder().encode(parts)
+
+
+def test_native_buckets_with_counts_far_apart_and_far_away_decode_exactly() -> None:
+    """Deltas beyond one byte, negative ones, and gaps of one, two, three and many buckets."""
+    agg = Aggregates({OPS: BOUNDS}, NativeSpec(5, 1000))
+    counts = {-300: 1, -299: 10**9, -297: 5, -294: 64, -293: 65, -290: 2**40, -286: 2,
+              -100: 1, 40: 7}
+    agg.add_native(OPS, ("commit", "main"), counts, zero=3)
+    agg.histograms[OPS][("commit", "main")] = [0] * len(BOUNDS) + [sum(counts.values()) + 3,
+                                                                   1.0]
+    (family,) = [f for f in parse_delimited(
+        ProtobufEncoder().encode(list(from_aggregates(agg, ("db",))))) if f.name == OPS]
+    h = family.metric[0].histogram
+    assert _decode_native(h) == counts and h.zero_count == 3
+    assert [(s.offset, s.length) for s in h.positive_span] == [
+        (-300, 11), (3, 1), (185, 1), (139, 1)]
