@@ -30,6 +30,7 @@ import random
 import re
 import statistics
 import tracemalloc
+from bisect import bisect_right
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from exporter.demo.workload import OPERATION_WEIGHTS
 from exporter.expose.families import Histogram, Part, from_aggregates
 from exporter.expose.protobuf import ProtobufEncoder
 from exporter.expose.registry import Exposition
-from exporter.native import DEFAULT_MAX_BUCKETS, NativeCell, NativeSpec
+from exporter.native import DEFAULT_MAX_BUCKETS, NativeCell, NativeSpec, thresholds_us
 from tests.test_expose_protobuf import PROMETHEUS_2_42_ACCEPT
 
 HIST = "pggit_operation_duration_seconds"
@@ -249,6 +250,34 @@ def measure_page(agg: Aggregates, repeat: int) -> dict[str, Any]:
     }
 
 
+def hot_path(samples: dict[str, list[int]], spec: NativeSpec, repeat: int) -> dict[str, Any]:
+    """What a row costs in `PerformanceMetrics.observe_rows` for its buckets: the classic
+    bisect and increment alone, and with the native threshold bisect and dict increment."""
+    durations = [us for values in samples.values() for us in values]
+    classic = thresholds_us(DEFAULT_BUCKETS)
+    native = spec.thresholds
+
+    def classic_only() -> None:
+        cell = [0] * (len(classic) + 1)
+        for us in durations:
+            cell[bisect_right(classic, us)] += 1
+
+    def both() -> None:
+        cell = [0] * (len(classic) + 1)
+        counts: dict[int, int] = {}
+        for us in durations:
+            cell[bisect_right(classic, us)] += 1
+            k = bisect_right(native, us)
+            counts[k] = counts.get(k, 0) + 1
+
+    times = side_by_side({"classic_only": classic_only, "classic_and_native": both}, repeat)
+    rate = {name: round(len(durations) / (t["median_ms"] / 1000)) for name, t in times.items()}
+    return {"rows": len(durations), "rows_per_second": rate,
+            "native_thresholds": len(native),
+            "time_ratio": round(times["classic_and_native"]["median_ms"]
+                                / times["classic_only"]["median_ms"], 2)}
+
+
 def run(repeat: int, rows: int, rows_per_series: int, max_buckets: int,
         schema: int) -> dict[str, Any]:
     rng = random.Random(7)
@@ -258,7 +287,8 @@ def run(repeat: int, rows: int, rows_per_series: int, max_buckets: int,
                for name, typical, sigma, w in ops}
     result = {"operation_types": len(ops), "rows": sum(len(v) for v in samples.values()),
               "max_buckets": max_buckets,
-              "schemas": measure_schemas(samples, range(0, 9), max_buckets)}
+              "schemas": measure_schemas(samples, range(0, 9), max_buckets),
+              "hot_path": hot_path(samples, NativeSpec(schema, max_buckets), max(3, repeat // 4))}
     agg = filled_aggregates(rng, ops, rows_per_series, NativeSpec(schema, max_buckets))
     result["page"] = {"schema": schema, "rows_per_series": rows_per_series,
                       **measure_page(agg, repeat)}
@@ -279,6 +309,54 @@ def main() -> None:
               "native": run(args.repeat, args.rows, args.rows_per_series, args.max_buckets,
                             args.schema)}
     common.write_result(args, "native", result)
+    if args.out:
+        Path(args.out).with_suffix(".md").write_text(summary(result), encoding="utf-8")
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The tables for the README and the closing note, from one run's JSON."""
+    r = result["native"]
+    m = result["machine"]
+    lines = [
+        "# Native histograms (bench/bench_native.py)", "",
+        f"{m['timestamp']} · {m['nproc']} CPUs · Python {m['python']} · load average "
+        f"{m['load_average_1m_at_start']} at start (the machine is shared).", "",
+        f"## Quantile error per schema ({r['operation_types']} operation types of the demo "
+        f"workload, {r['rows']:,} rows, p50/p90/p99, limit {r['max_buckets']} buckets)", "",
+        "| histogram | bucket width | max error | median error | buckets (mean / max) "
+        "| series halved | bytes per series |", "|---|---|---|---|---|---|---|"]
+    c = r["schemas"]["classic"]
+    lines.append(f"| classic (default 18 bounds) | n/a | {c['max_error']:.1%} | "
+                 f"{c['median_error']:.2%} | {c['buckets']} | n/a | n/a |")
+    for name, s in r["schemas"].items():
+        if name == "classic":
+            continue
+        lines.append(f"| native schema {name.split('_')[1]} | {s['bucket_width']:.1%} | "
+                     f"{s['max_error']:.1%} | {s['median_error']:.2%} | {s['buckets_mean']} / "
+                     f"{s['buckets_max']} | {s['series_halved']} | {s['bytes_per_series']:,} |")
+    p = r["page"]
+    lines += ["", f"## /metrics for {p['label_sets']} label sets, schema {p['schema']}, "
+              f"{p['rows_per_series']} rows per series ({p['native_buckets_mean']} native "
+              f"buckets per series on average)", "",
+              "| render | min ms | median ms |", "|---|---|---|"]
+    for name, t in p["render_ms"].items():
+        lines.append(f"| {name} | {t['min_ms']} | {t['median_ms']} |")
+    lines += ["", "| page | bytes | gzip bytes | series Prometheus ingests |", "|---|---|---|---|"]
+    series = p["series_ingested"]
+    for name, size in p["bytes"].items():
+        ingested = {"text": series["classic_only"], "openmetrics": series["classic_only"],
+                    "protobuf_both": f"{series['native_only']} (2.42: native only) or "
+                                     f"{series['both']} (with scrape_classic_histograms)",
+                    "protobuf_native_only": series["native_only"],
+                    "protobuf_classic_only": series["classic_only"]}[name]
+        lines.append(f"| {name} | {size:,} | {p['bytes_gzip'][name]:,} | {ingested} |")
+    h = r["hot_path"]
+    lines += ["", f"## Hot path per row ({h['rows']:,} durations, "
+              f"{h['native_thresholds']} native thresholds)", "",
+              f"classic only {h['rows_per_second']['classic_only']:,} rows/s, classic and "
+              f"native {h['rows_per_second']['classic_and_native']:,} rows/s "
+              f"({h['time_ratio']}x the time).", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ bucket, as they do for the classic bounds.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from itertools import repeat
+from operator import add
 from typing import Any
 
 MIN_SCHEMA, MAX_SCHEMA = -4, 8
@@ -135,10 +138,10 @@ class NativeCell:
 
     __slots__ = ("buckets", "encoded", "schema", "zero")
 
-    def __init__(self, schema: int, zero: int = 0, buckets: dict[int, int] | None = None):
+    def __init__(self, schema: int, zero: int = 0, buckets: Mapping[int, int] | None = None):
         self.schema = schema
         self.zero = zero
-        self.buckets = {} if buckets is None else buckets
+        self.buckets: Counter[int] = Counter() if buckets is None else Counter(buckets)
         self.encoded: bytes | None = None
         """The protobuf exposition's bytes for this cell, kept until it changes: a poll
         copies the cells it observes into, so unchanged series are not encoded again."""
@@ -169,6 +172,28 @@ class NativeCell:
         if len(buckets) > spec.max_buckets:
             self.fit(spec.max_buckets)
 
+    def add_durations_us(self, spec: NativeSpec, durations: list[int]) -> None:
+        """Count whole-µs durations (none negative) straight at this cell's schema.
+
+        A coarser schema's bounds are a subset of a finer one's, computed to the same floats,
+        so bisecting its own thresholds files a duration exactly where downscaling the
+        configured schema's bucket would. The counting runs in C (Counter.update over map),
+        which keeps the hot path within a few tenths of a microsecond per row.
+        """
+        self.encoded = None
+        first, thresholds = _boundaries(self.schema)[0], _thresholds(self.schema)
+        buckets = self.buckets
+        buckets.update(map(add, map(bisect_right, repeat(thresholds), durations), repeat(first)))
+        zeros = durations.count(0)
+        if zeros:
+            # 0 µs is below every threshold, so it was counted at position 0: bucket `first`.
+            self.zero += zeros
+            buckets[first] -= zeros
+            if not buckets[first]:
+                del buckets[first]
+        if len(buckets) > spec.max_buckets:
+            self.fit(spec.max_buckets)
+
     def add_one(self, spec: NativeSpec, index: int | None, count: int = 1) -> None:
         self.encoded = None
         if index is None:
@@ -188,15 +213,14 @@ class NativeCell:
         self.encoded = None
         while self.schema > MIN_SCHEMA and (
                 len(self.buckets) > max_buckets or (schema is not None and self.schema > schema)):
-            merged: dict[int, int] = {}
+            merged: Counter[int] = Counter()
             for i, c in self.buckets.items():
-                j = (i + 1) >> 1
-                merged[j] = merged.get(j, 0) + c
+                merged[(i + 1) >> 1] += c
             self.buckets = merged
             self.schema -= 1
 
     def copy(self) -> NativeCell:
-        other = NativeCell(self.schema, self.zero, dict(self.buckets))
+        other = NativeCell(self.schema, self.zero, self.buckets)
         other.encoded = self.encoded
         return other
 

@@ -206,3 +206,19 @@ def test_bad_native_settings_are_refused_naming_the_key(
 def test_native_settings_reach_the_aggregates(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, minimal(native_schema=2, native_max_buckets=40)), {})
     assert cfg.native == NativeSpec(2, 40)
+
+
+def test_durations_counted_in_bulk_land_where_single_observations_do() -> None:
+    """The hot path counts a page's µs durations at the cell's own (possibly halved) schema;
+    that must equal observing them one by one at the configured schema."""
+    spec = NativeSpec(7, max_buckets=40)
+    rng = random.Random(5)
+    pages = [[0, 0, 1, 15625] + [int(rng.lognormvariate(9, 2)) + 1 for _ in range(200)]
+             for _ in range(10)]
+    bulk, single = NativeCell(spec.schema), NativeCell(spec.schema)
+    for page in pages:
+        bulk.add_durations_us(spec, page)
+        for us in page:
+            single.add_one(spec, spec.index(us / 1e6))
+    assert bulk == single
+    assert bulk.schema < 7 and bulk.zero == 20

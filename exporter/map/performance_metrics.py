@@ -54,12 +54,11 @@ class PerformanceMetrics(Mapping):
         (operation, branch id) in the page, so a row costs a bucket bisect and a few integer
         additions. Sums stay integer microseconds until the flush, which also makes them add up
         exactly like the aggregate backfill does. Only a row above its operation's lowest
-        threshold is judged against the baseline history. Native buckets are counted by their
-        integer threshold position too (0 is the zero bucket), and added once per page.
+        threshold is judged against the baseline history. Native buckets are filed at the
+        flush, all durations of a series at once (see `_Series.flush`).
         """
         page: dict[tuple[str, int | None], _Series] = {}
         thresholds = self.thresholds
-        native_thresholds = self.native.thresholds
         for _, _, op, branch_id, us, cpu, affected, failed, at in rows:
             if us is None or us < 0:
                 ctx.on_invalid(self.table)
@@ -68,8 +67,7 @@ class PerformanceMetrics(Mapping):
             if s is None:
                 s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
             s.cell[bisect_right(thresholds, us)] += 1
-            k = bisect_right(native_thresholds, us)
-            s.native[k] = s.native.get(k, 0) + 1
+            s.durations.append(us)
             s.us += us
             if failed:
                 s.failed += 1
@@ -82,7 +80,7 @@ class PerformanceMetrics(Mapping):
                 if threshold is not None and us > threshold:
                     s.violations += 1
         for s in page.values():
-            s.flush(ctx, self.native.first)
+            s.flush(ctx, self.native)
 
     @staticmethod
     def _labels(ctx: Context, op: str, branch_id: int | None) -> tuple[Labels, tuple[str, ...]]:
@@ -179,7 +177,7 @@ class _Series:
     the `__other__` cell, and the overflow counter needs this series' rows alone.
     """
 
-    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "native",
+    __slots__ = ("affected", "cell", "cpu", "durations", "failed", "folded", "labels", "lowest",
                  "target", "us", "violations")
 
     def __init__(self, labels: Labels, target: list[float], lowest: float,
@@ -189,13 +187,14 @@ class _Series:
         self.cell = [0] * len(target) if folded else target
         self.lowest = lowest
         self.folded = folded
-        self.native: dict[int, int] = {}
+        self.durations: list[int] = []
         self.us = self.failed = self.cpu = self.affected = self.violations = 0
 
-    def flush(self, ctx: Context, first: int) -> None:
+    def flush(self, ctx: Context, native: NativeSpec) -> None:
+        """Add the page's sums; the native buckets count the page's durations of the series
+        in one pass of C code (`NativeCell.add_durations_us`)."""
         agg, labels, target = ctx.agg, self.labels, self.target
-        zero = self.native.pop(0, 0)
-        agg.add_native(HIST, labels, {first + k: c for k, c in self.native.items()}, zero)
+        agg.native_cell(HIST, labels).add_durations_us(native, self.durations)
         if self.folded:
             rows = sum(self.cell)
             for i, count in enumerate(self.cell):
