@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import Counter
 from math import floor
 from typing import Any
 
@@ -124,23 +125,34 @@ class PerformanceMetrics(Mapping):
                GROUP BY 1, 2, 3, 4""").format(table),
             {"thr": self.thresholds, "native": self.native.thresholds,
              "max": max_id}).fetchall()
+        # Groups are many (a series has a hundred native buckets), so they are summed per
+        # series here and each series is added to the aggregates once.
+        series: dict[tuple[str, int | None], _Backfilled] = {}
         for op, branch_id, bucket, native, count, total, failed, cpu, affected in rows:
             if bucket is None:
                 for _ in range(count):
                     ctx.on_invalid(self.table)
                 continue
+            s = series.get((op, branch_id))
+            if s is None:
+                s = series[(op, branch_id)] = _Backfilled(n)
+            s.counts[bucket] += count
+            if native:
+                s.native[first + native] += count
+            else:
+                s.zero += count
+            s.total += total
+            s.failed += failed
+            s.cpu += cpu or 0
+            s.affected += affected or 0
+        for (op, branch_id), s in series.items():
             labels, folded = self._labels(ctx, op, branch_id)
             for label in folded:
-                ctx.cap.overflowed(label, count)
-            counts = [0] * n
-            counts[bucket] = count
-            ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
-            if native:
-                ctx.agg.add_native(HIST, labels, {first + native: count})
-            else:
-                ctx.agg.add_native(HIST, labels, {}, count)
-            for name, amount in ((ERRORS, failed), (CPU, float(cpu or 0) / 1e6),
-                                 (ROWS, affected or 0)):
+                ctx.cap.overflowed(label, sum(s.counts))
+            ctx.agg.add_buckets(HIST, labels, s.counts, float(s.total) / 1e6)
+            ctx.agg.add_native(HIST, labels, s.native, s.zero)
+            for name, amount in ((ERRORS, s.failed), (CPU, float(s.cpu) / 1e6),
+                                 (ROWS, s.affected)):
                 if amount:
                     ctx.agg.inc(name, labels, float(amount))
         minimum = self.baselines.min_threshold
@@ -166,6 +178,17 @@ class PerformanceMetrics(Mapping):
             threshold = self.baselines.threshold_at(op, branch_id, at)
             if threshold is not None and us > threshold:
                 ctx.agg.inc(VIOLATIONS, self._labels(ctx, op, branch_id)[0])
+
+
+class _Backfilled:
+    """One (operation, branch id)'s groups of the backfill query, summed."""
+
+    __slots__ = ("affected", "counts", "cpu", "failed", "native", "total", "zero")
+
+    def __init__(self, buckets: int):
+        self.counts = [0] * buckets
+        self.native: Counter[int] = Counter()
+        self.zero = self.total = self.failed = self.cpu = self.affected = 0
 
 
 class _Series:
