@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add
 from typing import Any
 
@@ -225,10 +225,9 @@ class NativeCell:
         return other
 
     def to_json(self) -> list[Any]:
-        flat: list[int] = []
-        for i in sorted(self.buckets):
-            flat += (i, self.buckets[i])
-        return [self.schema, self.zero, flat]
+        """[schema, zero count, [index, count, index, count, ...]] by index (the checkpoint
+        holds every series' buckets and is written on every poll that read rows)."""
+        return [self.schema, self.zero, list(chain.from_iterable(sorted(self.buckets.items())))]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> NativeCell:
