@@ -222,3 +222,19 @@ def test_durations_counted_in_bulk_land_where_single_observations_do() -> None:
             single.add_one(spec, spec.index(us / 1e6))
     assert bulk == single
     assert bulk.schema < 7 and bulk.zero == 20
+
+
+def test_a_saved_cell_is_saved_again_after_each_change() -> None:
+    """Cells keep their checkpoint text until they change; every way of changing one must
+    drop it, or a restart would bring back stale counts."""
+    spec = NativeSpec(5, max_buckets=3)
+    cell = NativeCell(spec.schema)
+    changes = [lambda: cell.add_one(spec, spec.index(0.5)),
+               lambda: cell.add(spec, {spec.index(0.001): 2}),
+               lambda: cell.add_durations_us(spec, [0, 70_000]),
+               lambda: cell.add_one(spec, spec.index(900.0))]  # past the limit: halves
+    for change in changes:
+        cell.to_json()
+        change()
+        assert NativeCell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
+        assert NativeCell.from_json(json.loads(json.dumps(cell.copy().to_json()))) == cell
