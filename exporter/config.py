@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from exporter.native import DEFAULT_MAX_BUCKETS, DEFAULT_SCHEMA, MAX_SCHEMA, MIN_SCHEMA, NativeSpec
+
 DEFAULT_LISTEN = "0.0.0.0:9863"
 
 # 100 µs to 60 s: pgGit operations range from index lookups to whole-schema merges.
@@ -88,6 +90,18 @@ class TracesConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """OTLP metrics push (exporter.send.metrics); off unless an endpoint is set here or in
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT."""
+
+    endpoint: str | None = None
+    protocol: str | None = None
+    insecure: bool | None = None
+    timeout: float | None = None
+    interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class SilencesConfig:
     enabled: bool = False
     alertmanager_url: str = "http://localhost:9093"
@@ -113,11 +127,19 @@ class Config:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     merge_buckets: tuple[float, ...] = DEFAULT_MERGE_BUCKETS
     span_buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    native_schema: int = DEFAULT_SCHEMA
+    native_max_buckets: int = DEFAULT_MAX_BUCKETS
     max_label_values: int = 500
     max_label_length: int = 200
     retry_backoff_max: float = 30.0
     traces: TracesConfig = field(default_factory=TracesConfig)
     silences: SilencesConfig = field(default_factory=SilencesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    @property
+    def native(self) -> NativeSpec:
+        """Resolution and bucket limit of the native histograms (exporter.native)."""
+        return NativeSpec(self.native_schema, self.native_max_buckets)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -243,6 +265,13 @@ def _buckets(value: Any) -> tuple[float, ...]:
     if list(bounds) != sorted(set(bounds)):
         raise ValueError("strictly increasing")
     return bounds
+
+
+def _schema(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            MIN_SCHEMA <= value <= MAX_SCHEMA):
+        raise ValueError
+    return value
 
 
 def _listen(value: Any) -> str:
@@ -380,6 +409,19 @@ def _silences(data: Any, problems: list[str]) -> SilencesConfig:
     return cfg
 
 
+def _metrics(data: Any, problems: list[str]) -> MetricsConfig:
+    r = _Reader(data, "metrics", problems)
+    cfg = MetricsConfig(
+        endpoint=r.string("endpoint"),
+        protocol=r.typed("protocol", None, _protocol, "grpc or http/protobuf"),
+        insecure=r.boolean("insecure", None),
+        timeout=r.duration("timeout", None),
+        interval=r.duration("interval", 60.0),
+    )
+    r.finish()
+    return cfg
+
+
 ENV_PREFIX = "PGGIT_EXPORTER_"
 ENV_KEYS = {
     "LISTEN": "listen",
@@ -481,11 +523,15 @@ def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False)
                               "a list of bucket bounds"),
         span_buckets=r.typed("span_buckets", DEFAULT_BUCKETS, _buckets,
                              "a list of bucket bounds"),
+        native_schema=r.typed("native_schema", DEFAULT_SCHEMA, _schema,
+                              f"an integer from {MIN_SCHEMA} to {MAX_SCHEMA}"),
+        native_max_buckets=r.integer("native_max_buckets", DEFAULT_MAX_BUCKETS),
         max_label_values=r.integer("max_label_values", 500),
         max_label_length=r.integer("max_label_length", 200, minimum=16),
         retry_backoff_max=r.duration("retry_backoff_max", 30.0),
         traces=_traces(r.raw("traces"), problems),
         silences=_silences(r.raw("silences"), problems),
+        metrics=_metrics(r.raw("metrics"), problems),
     )
     if cfg.web_config_file is not None and not cfg.web_config_file.is_file():
         r.problem("web_config_file", f"file {str(cfg.web_config_file)!r} does not exist")

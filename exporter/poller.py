@@ -108,7 +108,8 @@ class DatabasePoller:
         self.path = state_file(cfg.state_dir, db_cfg.name)
         self.baselines = PerformanceBaselines()
         self.mappings: list[Mapping] = [
-            PerformanceMetrics(cfg.buckets, self.baselines.history), PerformanceAlerts(),
+            PerformanceMetrics(cfg.buckets, self.baselines.history, cfg.native),
+            PerformanceAlerts(),
             MergePerformanceMetrics(), self.baselines, PerformanceOperationTypes(),
             PerformanceAnomalies(), AlertNotificationQueue(), AlertNotificationLog(),
             BaselineRecalcExecution(), PerformanceBaselineHistory(), ScheduledJobExecution(),
@@ -118,7 +119,7 @@ class DatabasePoller:
         self.branches = BranchNames()
         self.bounds = {"pggit_operation_duration_seconds": cfg.buckets,
                        "pggit_merge_duration_seconds": cfg.merge_buckets}
-        self.agg = Aggregates(self.bounds)
+        self.agg = Aggregates(self.bounds, cfg.native)
         self.counts = Counts()
         self.cursors: dict[str, IdCursor] = {}
         self.newest: dict[str, float] = {}
@@ -151,7 +152,8 @@ class DatabasePoller:
                 raise checkpoint.CheckpointError(
                     f"{self.path}: state format {data.get('format')!r} is not {STATE_FORMAT}")
             try:
-                self.agg = Aggregates.from_json(data["aggregates"], self.bounds)
+                self.agg = Aggregates.from_json(data["aggregates"], self.bounds,
+                                               self.cfg.native)
             except ValueError as exc:
                 raise checkpoint.CheckpointError(f"{self.path}: {exc}; move the file away "
                                                  "to start counting afresh") from None

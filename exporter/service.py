@@ -19,6 +19,7 @@ from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.poller import DatabasePoller
 from exporter.send.forwarder import TraceForwarder, tracing_enabled
+from exporter.send.metrics import MetricsPusher, build_exporter, metrics_enabled
 
 log = logging.getLogger("exporter.service")
 
@@ -41,6 +42,9 @@ class Service:
             self.exposition.add_source(poller.collect)
             self._add_senders(db_cfg, database, poller)
         self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web)
+        if metrics_enabled(cfg.metrics, os.environ):
+            self.components.append(MetricsPusher(
+                self.exposition.parts, build_exporter(cfg.metrics), cfg.metrics.interval))
 
     def _add_senders(self, db_cfg: Any, database: Database, poller: DatabasePoller) -> None:
         """Trace forwarding and snooze silences, when configured, share the database's pool."""

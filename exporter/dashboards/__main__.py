@@ -13,8 +13,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("grafana/dashboards"),
                         help="directory for the dashboard JSON files (default: %(default)s)")
+    parser.add_argument("--native-out", type=Path, default=Path("grafana/dashboards-native"),
+                        help="directory for the variant over native histograms "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
-    for path in write_all(args.out):
+    for path in [*write_all(args.out), *write_all(args.native_out, native=True)]:
         print(path)
     return 0
 

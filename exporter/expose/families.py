@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.aggregates import Aggregates, Exemplar, Labels
+from exporter.native import NativeCell
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class Series:
 class Histogram:
     """Cells as `Aggregates` keeps them: non-cumulative integer counts per bucket, the count
     above the last bound, then the sum. Exemplars are `{bucket index: exemplar}` per series.
+    `native` holds the same observations' native buckets; only the protobuf format shows them.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Histogram:
     bounds: tuple[float, ...]
     prefix: Labels = ()
     exemplars: Mapping[Labels, Mapping[int, Exemplar]] = field(default_factory=dict)
+    native: Mapping[Labels, NativeCell] = field(default_factory=dict)
 
 
 Part = Series | Histogram
@@ -47,6 +50,7 @@ def from_aggregates(agg: Aggregates, prefix: Labels,
     """Every histogram and counter in `agg`; counters named in `counter_names` even if empty,
     so a counter is exported (at no series) before its first increment."""
     for name, cells in agg.histograms.items():
-        yield Histogram(name, cells, agg.bounds[name], prefix, agg.exemplars.get(name, {}))
+        yield Histogram(name, cells, agg.bounds[name], prefix, agg.exemplars.get(name, {}),
+                        agg.native.get(name, {}))
     for name in sorted(set(agg.counters) | set(counter_names)):
         yield Series(name, agg.counters.get(name, {}), prefix)

@@ -9,6 +9,8 @@ The pgGit data (thousands of series) is written by the direct encoder in `text`;
 series prometheus_client keeps (the exporter's self-metrics, process and platform metrics)
 are rendered by prometheus_client and appended. The two sets of names are disjoint, so each
 family appears once, and prometheus_client's OpenMetrics output brings the single `# EOF`.
+A client that prefers the protobuf format (Prometheus with native histograms) gets both sets
+written by `protobuf`, the only format that carries native histograms.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import ESCAPING_HEADER_TAG, UNDERSCORES
 
 from exporter import __version__
+from exporter.expose import protobuf
 from exporter.expose.families import Part, Series
+from exporter.expose.protobuf import ProtobufEncoder
 from exporter.expose.text import Encoder
 
 Source = Callable[[], Iterable[Part]]
@@ -37,7 +41,7 @@ GZIP_LEVEL = 1
 class _Page:
     """The cached page of one format; `lock` makes renders of that format take turns."""
 
-    encoder: Encoder
+    encoder: Encoder | ProtobufEncoder
     lock: threading.Lock = field(default_factory=threading.Lock)
     generation: int = -1
     body: bytes = b""
@@ -63,11 +67,18 @@ class Exposition:
                              {(__version__, sys.version.split()[0]): 1.0})
         self._lock = threading.Lock()
         self._generation = 0
-        self._pages: dict[tuple[bool, str], _Page] = {}
+        self._pages: dict[tuple[bool, str] | str, _Page] = {}
 
     def add_source(self, source: Source) -> None:
         self._sources.append(source)
         self.changed()
+
+    def parts(self) -> list[Part]:
+        """What every source has published, the build info first (also pushed over OTLP)."""
+        parts: list[Part] = [self._build]
+        for source in list(self._sources):
+            parts.extend(source())
+        return parts
 
     def changed(self) -> None:
         """Called after any state a scrape shows has changed."""
@@ -81,23 +92,27 @@ class Exposition:
         costs about as much as rendering, and is also done at most once per change.
 
         The page is keyed by format and name escaping only: the OpenMetrics versions
-        prometheus_client accepts differ in native histograms alone, which are never here.
+        prometheus_client accepts differ in native histograms alone, which only the protobuf
+        format carries.
         """
-        client_encoder, content_type = choose_encoder(accept or "")
-        key = (content_type.startswith("application/openmetrics-text"),
-               _escaping(content_type))
+        client_encoder: Callable[[CollectorRegistry], bytes]
+        if protobuf.accepts(accept):
+            client_encoder, content_type = protobuf.encode_collector, protobuf.CONTENT_TYPE
+            key: tuple[bool, str] | str = "protobuf"
+        else:
+            client_encoder, content_type = choose_encoder(accept or "")
+            key = (content_type.startswith("application/openmetrics-text"),
+                   _escaping(content_type))
         with self._lock:
             page = self._pages.get(key)
             if page is None:
-                page = self._pages[key] = _Page(Encoder(*key))
+                page = self._pages[key] = _Page(
+                    ProtobufEncoder() if isinstance(key, str) else Encoder(*key))
         with page.lock:
             with self._lock:
                 generation = self._generation
             if page.generation != generation:
-                parts: list[Part] = [self._build]
-                for source in list(self._sources):
-                    parts.extend(source())
-                page.body = page.encoder.encode(parts) + client_encoder(self.registry)
+                page.body = page.encoder.encode(self.parts()) + client_encoder(self.registry)
                 page.generation, page.gzipped = generation, None
             if not compressed:
                 return page.body, content_type

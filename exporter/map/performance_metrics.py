@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import Counter
 from math import floor
 from typing import Any
 
@@ -19,6 +20,7 @@ from exporter.aggregates import Labels, thresholds_us
 from exporter.counts import NEGATIVE, NOT_FINITE, NULL
 from exporter.map.base import Context, Incremental, Mapping
 from exporter.map.performance_baselines import BaselineHistory
+from exporter.native import NativeSpec
 
 HIST = "pggit_operation_duration_seconds"
 ERRORS = "pggit_operation_errors_total"
@@ -41,8 +43,10 @@ class PerformanceMetrics(Mapping):
     counters = (ERRORS, CPU, ROWS, VIOLATIONS)
     aggregate_backfill = True
 
-    def __init__(self, bounds: tuple[float, ...], baselines: BaselineHistory):
+    def __init__(self, bounds: tuple[float, ...], baselines: BaselineHistory,
+                 native: NativeSpec | None = None):
         self.thresholds = thresholds_us(bounds)
+        self.native = NativeSpec() if native is None else native
         self.baselines = baselines
 
     def observe_rows(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
@@ -52,7 +56,8 @@ class PerformanceMetrics(Mapping):
         (operation, branch id) in the page, so a row costs a bucket bisect and a few integer
         additions. Sums stay integer microseconds until the flush, which also makes them add up
         exactly like the aggregate backfill does. Only a row above its operation's lowest
-        threshold is judged against the baseline history.
+        threshold is judged against the baseline history. Native buckets are filed at the
+        flush, all durations of a series at once (see `_Series.flush`).
         """
         page: dict[tuple[str, int | None], _Series] = {}
         thresholds = self.thresholds
@@ -71,6 +76,7 @@ class PerformanceMetrics(Mapping):
             if s is None:
                 s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
             s.cell[bisect_right(thresholds, us)] += 1
+            s.durations.append(us)
             s.us += us
             if failed:
                 s.failed += 1
@@ -83,7 +89,7 @@ class PerformanceMetrics(Mapping):
                 if threshold is not None and us > threshold:
                     s.violations += 1
         for s in page.values():
-            s.flush(ctx)
+            s.flush(ctx, self.native)
 
     @staticmethod
     def _labels(ctx: Context, op: str, branch_id: int | None) -> tuple[Labels, tuple[str, ...]]:
@@ -111,14 +117,18 @@ class PerformanceMetrics(Mapping):
 
         Rows the incremental path rejects (NULL or negative duration) form their own groups,
         bucket NULL or -1, and negative CPU or row counts and infinite times are counted per
-        group, so they are counted as invalid exactly as replaying them would.
+        group, so they are counted as invalid exactly as replaying them would. Groups are by
+        classic and native bucket both; the native one is the same threshold position
+        `observe_rows` takes (width_bucket is bisect_right).
         """
         n = len(self.thresholds) + 1
+        first = self.native.first
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, branch_id,
                       CASE WHEN duration_microseconds >= 0
                            THEN width_bucket(duration_microseconds, %(thr)s::bigint[])
                            WHEN duration_microseconds < 0 THEN -1 END,
+                      width_bucket(duration_microseconds, %(native)s::bigint[]),
                       count(*), sum(duration_microseconds),
                       count(*) FILTER (WHERE error_details IS NOT NULL),
                       sum(cpu_microseconds) FILTER (WHERE cpu_microseconds >= 0),
@@ -127,12 +137,16 @@ class PerformanceMetrics(Mapping):
                       count(*) FILTER (WHERE rows_affected < 0),
                       count(*) FILTER (WHERE NOT isfinite(recorded_at))
                FROM {} WHERE metric_id <= %(max)s
-               GROUP BY 1, 2, 3""").format(table),
-            {"thr": self.thresholds, "max": max_id}).fetchall()
+               GROUP BY 1, 2, 3, 4""").format(table),
+            {"thr": self.thresholds, "native": self.native.thresholds,
+             "max": max_id}).fetchall()
         key = f"metric_id <= {max_id} (backfill)"
         odd: dict[tuple[str, str], int] = {}
-        for (op, branch_id, bucket, count, total, failed, cpu, affected, bad_cpu, bad_rows,
-             bad_time) in rows:
+        # Groups are many (a series has a hundred native buckets), so they are summed per
+        # series here and each series is added to the aggregates once.
+        series: dict[tuple[str, int | None], _Backfilled] = {}
+        for (op, branch_id, bucket, native, count, total, failed, cpu, affected, bad_cpu,
+             bad_rows, bad_time) in rows:
             odd[("recorded_at", NOT_FINITE)] = odd.get(("recorded_at", NOT_FINITE), 0) + bad_time
             if bucket is None or bucket < 0:
                 column = ("duration_microseconds", NULL if bucket is None else NEGATIVE)
@@ -141,14 +155,26 @@ class PerformanceMetrics(Mapping):
             for column, bad in ((("cpu_microseconds", NEGATIVE), bad_cpu),
                                 (("rows_affected", NEGATIVE), bad_rows)):
                 odd[column] = odd.get(column, 0) + bad
+            s = series.get((op, branch_id))
+            if s is None:
+                s = series[(op, branch_id)] = _Backfilled(n)
+            s.counts[bucket] += count
+            if native:
+                s.native[first + native] += count
+            else:
+                s.zero += count
+            s.total += total
+            s.failed += failed
+            s.cpu += cpu or 0
+            s.affected += affected or 0
+        for (op, branch_id), s in series.items():
             labels, folded = self._labels(ctx, op, branch_id)
             for label in folded:
-                ctx.cap.overflowed(label, count)
-            counts = [0] * n
-            counts[bucket] = count
-            ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
-            for name, amount in ((ERRORS, failed), (CPU, float(cpu or 0) / 1e6),
-                                 (ROWS, affected or 0)):
+                ctx.cap.overflowed(label, sum(s.counts))
+            ctx.agg.add_buckets(HIST, labels, s.counts, float(s.total) / 1e6)
+            ctx.agg.add_native(HIST, labels, s.native, s.zero)
+            for name, amount in ((ERRORS, s.failed), (CPU, float(s.cpu) / 1e6),
+                                 (ROWS, s.affected)):
                 if amount:
                     ctx.agg.inc(name, labels, float(amount))
         self._count_odd(ctx, key, odd)
@@ -183,6 +209,17 @@ class PerformanceMetrics(Mapping):
                 ctx.invalid(self.table, key, column, reason, rows=rows)
 
 
+class _Backfilled:
+    """One (operation, branch id)'s groups of the backfill query, summed."""
+
+    __slots__ = ("affected", "counts", "cpu", "failed", "native", "total", "zero")
+
+    def __init__(self, buckets: int):
+        self.counts = [0] * buckets
+        self.native: Counter[int] = Counter()
+        self.zero = self.total = self.failed = self.cpu = self.affected = 0
+
+
 class _Series:
     """One (operation, branch id)'s sums within a page, added to the aggregates at the end.
 
@@ -192,8 +229,8 @@ class _Series:
     the `__other__` cell, and the overflow counter needs this series' rows alone.
     """
 
-    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "target",
-                 "us", "violations")
+    __slots__ = ("affected", "cell", "cpu", "durations", "failed", "folded", "labels", "lowest",
+                 "target", "us", "violations")
 
     def __init__(self, labels: Labels, target: list[float], lowest: float,
                  folded: tuple[str, ...]):
@@ -202,10 +239,14 @@ class _Series:
         self.cell = [0] * len(target) if folded else target
         self.lowest = lowest
         self.folded = folded
+        self.durations: list[int] = []
         self.us = self.failed = self.cpu = self.affected = self.violations = 0
 
-    def flush(self, ctx: Context) -> None:
+    def flush(self, ctx: Context, native: NativeSpec) -> None:
+        """Add the page's sums; the native buckets count the page's durations of the series
+        in one pass of C code (`NativeCell.add_durations_us`)."""
         agg, labels, target = ctx.agg, self.labels, self.target
+        agg.native_cell(HIST, labels).add_durations_us(native, self.durations)
         if self.folded:
             rows = sum(self.cell)
             for i, count in enumerate(self.cell):

@@ -193,7 +193,8 @@ class TraceForwarder:
             running[key] = running.get(key, 0.0) + 1
         prefix = (self.database,)
         return [Histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM], snapshot.bounds[HISTOGRAM],
-                          prefix, snapshot.exemplars.get(HISTOGRAM, {})),
+                          prefix, snapshot.exemplars.get(HISTOGRAM, {}),
+                          snapshot.native.get(HISTOGRAM, {})),
                 Series("pggit_spans_running", running, prefix)]
 
     # -- metrics ------------------------------------------------------------------------------

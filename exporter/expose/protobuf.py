@@ -1,0 +1,321 @@
+"""The protobuf exposition: length-delimited `io.prometheus.client.MetricFamily` messages.
+
+Prometheus asks for it first when it runs with `--enable-feature=native-histograms`, and it
+is the only format that carries native histograms (text and OpenMetrics 1.0 cannot). Every
+histogram is sent with its classic buckets (with their exemplars) and its native buckets, so
+the same page serves Prometheus with and without the feature.
+
+The wire format is written here directly (varints, fixed 64-bit doubles, length-prefixed
+messages; the schema is client_model's metrics.proto) rather than through generated message
+classes: the protobuf runtime would need a compiled descriptor the project does not ship, and
+like the text encoder this keeps bytes from one render to the next: each series' labels, its
+whole message while its values stay the same, and a native cell's fields until it changes
+(bench/bench_native.py measures renders with all, a tenth and none of the series changed).
+tests/test_expose_protobuf.py decodes the output with the protobuf runtime against
+metrics.proto's descriptor, and the real Prometheus reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, pairwise, repeat
+from operator import lshift, rshift, sub, xor
+from typing import Any
+
+from prometheus_client.registry import Collector
+
+from exporter.aggregates import Exemplar, Labels
+from exporter.catalog import metric
+from exporter.expose.families import Histogram, Part, Series
+from exporter.native import ZERO_THRESHOLD, NativeCell
+
+CONTENT_TYPE = ("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
+                "encoding=delimited")
+_MEDIA_TYPE = "application/vnd.google.protobuf"
+
+COUNTER, GAUGE, SUMMARY, UNTYPED, HISTOGRAM = 0, 1, 2, 3, 4
+_TYPES = {"counter": COUNTER, "gauge": GAUGE, "histogram": HISTOGRAM, "summary": SUMMARY,
+          "info": GAUGE, "stateset": GAUGE, "gaugehistogram": 5, "unknown": UNTYPED}
+
+_pack_double = struct.Struct("<d").pack
+_SMALL = [bytes((n,)) for n in range(128)]
+_ZERO_THRESHOLD = b"\x31" + _pack_double(ZERO_THRESHOLD)
+"""Field 6 (zero_threshold), a double: the same bytes in every histogram."""
+_ZIGZAG_BYTE = {d: (d << 1) ^ (d >> 63) for d in range(-64, 64)}
+"""sint64 deltas that fit one byte, zigzag-encoded (most neighbouring buckets differ little)."""
+_EMPTY_RUN = bytes(3)
+"""Three empty buckets in a row start a new span; one or two are cheaper sent as zeros."""
+
+
+def accepts(accept: str | None) -> bool:
+    """Whether the Accept header prefers the delimited MetricFamily protobuf over the rest.
+
+    The media range must name both the message and the delimited encoding (other protobuf
+    messages are not ours to answer), and its q must be at least every other range's.
+    """
+    best_other = 0.0
+    ours = 0.0
+    for item in (accept or "").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        values = dict(p.partition("=")[::2] for p in params)
+        try:
+            q = float(values.get("q", "1"))
+        except ValueError:
+            q = 0.0
+        if (media.lower() == _MEDIA_TYPE
+                and values.get("proto") == "io.prometheus.client.MetricFamily"
+                and values.get("encoding") == "delimited"):
+            ours = max(ours, q)
+        elif media:
+            best_other = max(best_other, q)
+    return ours > 0 and ours >= best_other
+
+
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n] if n >= 0 else _varint(n + (1 << 64))
+    if n < 16384:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    out = bytearray()
+    while n >= 128:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (a string, a nested message, a packed list)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _double(number: int, value: float) -> bytes:
+    return _varint(number << 3 | 1) + _pack_double(value)
+
+
+def _uint(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _label_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
+    return b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode()))
+                    for k, v in sorted(pairs))
+
+
+def _family(name: str, help_text: str, kind: int, metrics: Sequence[bytes]) -> bytes:
+    body = b"".join((_field(1, name.encode()), _field(2, help_text.encode()), _uint(3, kind),
+                     *[_field(4, m) for m in metrics]))
+    return _varint(len(body)) + body
+
+
+def _exemplar(exemplar: Exemplar) -> bytes:
+    trace_id, value, timestamp = exemplar
+    seconds = math.floor(timestamp)
+    nanos = round((timestamp - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    stamp = _uint(1, seconds) + (_uint(2, nanos) if nanos else b"")
+    return (_field(1, _field(1, b"trace_id") + _field(2, trace_id.encode()))
+            + _double(2, value) + _field(3, stamp))
+
+
+def native_fields(cell: NativeCell) -> bytes:
+    """schema, zero threshold and count, positive spans and deltas of one native histogram.
+
+    A span is a run of neighbouring buckets; its offset is the gap since the previous span
+    (the first one's is its index). A gap of one or two empty buckets costs less as zero
+    deltas than as a new span, so those are bridged (as client_golang does). The zero
+    threshold is always sent, so an empty histogram is still a native one to Prometheus
+    (which tells them apart by a non-zero threshold, buckets or zero count).
+    """
+    schema = cell.schema
+    head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
+            + _ZERO_THRESHOLD + _uint(7, cell.zero))
+    buckets = cell.buckets
+    if not buckets:
+        return head
+    # The per-bucket work stays in C (map over operator functions, bytes.find): a page has
+    # 660 series of about a hundred buckets each, and this is most of a protobuf render.
+    low = min(buckets)
+    dense = list(map(buckets.get, range(low, max(buckets) + 1), repeat(0)))
+    hit = bytes(map(bool, dense))
+    segments = []
+    start = 0
+    run = hit.find(_EMPTY_RUN)
+    while run != -1:
+        segments.append((start, run))
+        start = hit.find(1, run)
+        run = hit.find(_EMPTY_RUN, start)
+    segments.append((start, len(dense)))
+    spans = [(low + segments[0][0], segments[0][1] - segments[0][0])]
+    spans += [(s - e, t - s) for (_, e), (s, t) in pairwise(segments)]
+    if len(segments) > 1:
+        dense = [c for s, e in segments for c in dense[s:e]]
+    deltas = [dense[0], *map(sub, dense[1:], dense[:-1])]
+    try:
+        encoded = bytes(map(_ZIGZAG_BYTE.__getitem__, deltas))
+    except KeyError:
+        encoded = b"".join(map(_varint, map(xor, map(lshift, deltas, repeat(1)),
+                                             map(rshift, deltas, repeat(63)))))
+    span_bytes = []
+    for o, length in spans:
+        payload = b"\x08" + _varint(o << 1 if o >= 0 else ~(o << 1)) + b"\x10" + _varint(length)
+        span_bytes.append(b"\x62" + _SMALL[len(payload)] + payload)  # field 12, under 128 bytes
+    return b"".join((head, *span_bytes, _field(13, encoded)))
+
+
+class ProtobufEncoder:
+    """The exporter's parts as protobuf, keeping label and bucket-bound bytes between renders,
+    and each histogram's message for as long as its values stay the same.
+
+    Not thread-safe, like the text encoder: the exposition renders one page per format at a
+    time. Entries of series missing from a render are forgotten.
+    """
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, Labels], dict[Labels, Any]] = {}
+        self._bounds: dict[tuple[float, ...], list[bytes]] = {}
+
+    def encode(self, parts: Iterable[Part]) -> bytes:
+        families: dict[str, list[Part]] = {}
+        for part in parts:
+            families.setdefault(part.name, []).append(part)
+        out: list[bytes] = []
+        labels: dict[tuple[str, Labels], dict[Labels, Any]] = {}
+        for name, group in families.items():
+            spec = metric(name)
+            metrics: list[bytes] = []
+            for part in group:
+                key = (name, part.prefix)
+                known = self._labels.get(key, {})
+                kept = labels.setdefault(key, {})
+                if isinstance(part, Histogram):
+                    self._histograms(metrics, spec.all_labels, part, known, kept)
+                else:
+                    self._series(metrics, spec.kind, spec.all_labels, part, known, kept)
+            if spec.kind == "counter":
+                family, kind = spec.family + "_total", COUNTER
+            else:
+                family, kind = spec.family, _TYPES[spec.kind]
+            out.append(_family(family, spec.help, kind, metrics))
+        self._labels = labels
+        return b"".join(out)
+
+    @staticmethod
+    def _label_bytes(names: tuple[str, ...], part: Part, labels: Labels,
+                     known: dict[Labels, bytes], kept: dict[Labels, bytes]) -> bytes:
+        encoded = known.get(labels)
+        if encoded is None:
+            encoded = _label_pairs(zip(names, part.prefix + labels, strict=True))
+        kept[labels] = encoded
+        return encoded
+
+    def _series(self, out: list[bytes], kind: str, names: tuple[str, ...], part: Series,
+                known: dict[Labels, bytes], kept: dict[Labels, bytes]) -> None:
+        field = 3 if kind == "counter" else 2
+        for labels, value in part.values.items():
+            encoded = self._label_bytes(names, part, labels, known, kept)
+            out.append(encoded + _field(field, _double(1, value)))
+
+    def _bound_bytes(self, bounds: tuple[float, ...]) -> list[bytes]:
+        """Each bucket's upper-bound field, +Inf last, computed once per set of bounds."""
+        cached = self._bounds.get(bounds)
+        if cached is None:
+            cached = self._bounds[bounds] = [_double(2, b) for b in (*bounds, float("inf"))]
+        return cached
+
+    def _histograms(self, out: list[bytes], names: tuple[str, ...], part: Histogram,
+                    known: dict[Labels, Any], kept: dict[Labels, Any]) -> None:
+        """Each series' Metric message, kept with the values it was written from: a series
+        whose counts, sum, exemplars and native buckets are those of the last render (most
+        of them, after a poll that read a few rows) reuses its bytes."""
+        finite = len(part.bounds)
+        bound_bytes = self._bound_bytes(part.bounds)
+        for labels, cell in part.cells.items():
+            native = part.native.get(labels)
+            if native is None:
+                native_bytes = b""
+            else:
+                native_bytes = native.encoded
+                if native_bytes is None:
+                    native_bytes = native.encoded = native_fields(native)
+            marks = part.exemplars.get(labels)
+            values = tuple(cell)
+            last = known.get(labels)
+            if (last is not None and last[1] == values and last[2] is native_bytes
+                    and last[3] == marks):
+                kept[labels] = last
+                out.append(last[4])
+                continue
+            encoded = last[0] if last is not None else _label_pairs(
+                zip(names, part.prefix + labels, strict=True))
+            cumulative = list(accumulate(map(int, values[:-1])))
+            counts = list(map(_varint, cumulative))
+            # Field 3 (a Bucket) of 1 + len(count) + 9 bytes: always one length byte.
+            buckets = [b"\x1a" + _SMALL[10 + len(c)] + b"\x08" + c + b
+                       for c, b in zip(counts[:finite], bound_bytes, strict=False)]
+            if marks:
+                for i, exemplar in marks.items():
+                    bucket = _field(3, b"\x08" + counts[i] + bound_bytes[i]
+                                    + _field(3, _exemplar(exemplar)))
+                    if i < finite:
+                        buckets[i] = bucket
+                    else:
+                        buckets.append(bucket)
+            body = b"".join((_uint(1, cumulative[-1]), _double(2, cell[-1]), *buckets,
+                             native_bytes))
+            message = encoded + _field(7, body)
+            kept[labels] = (encoded, values, native_bytes, dict(marks) if marks else marks,
+                            message)
+            out.append(message)
+
+
+def encode_collector(registry: Collector) -> bytes:
+    """What prometheus_client holds (self-metrics, process, platform), as protobuf.
+
+    Its families carry samples with suffixes; they are regrouped per label set into the
+    message each type has. `_created` samples are left out, as client_golang leaves them out.
+    """
+    out: list[bytes] = []
+    for mf in registry.collect():
+        kind = _TYPES.get(mf.type, UNTYPED)
+        if mf.type == "counter":
+            name = mf.name + "_total"
+        elif mf.type == "info":
+            name = mf.name + "_info"
+        else:
+            name = mf.name
+        grouped: dict[tuple[tuple[str, str], ...], dict[str, list[tuple[dict[str, str], float]]]]
+        grouped = {}
+        for s in mf.samples:
+            if s.name.endswith("_created"):
+                continue
+            rest = {k: v for k, v in s.labels.items() if k not in ("le", "quantile")}
+            suffix = s.name[len(mf.name):]
+            grouped.setdefault(tuple(sorted(rest.items())), {}).setdefault(suffix, []).append(
+                (s.labels, s.value))
+        metrics = []
+        for labels, samples in grouped.items():
+            encoded = _label_pairs(labels)
+            if kind == HISTOGRAM:
+                body = [_uint(1, int(samples["_count"][0][1])),
+                        _double(2, samples["_sum"][0][1])]
+                for sample_labels, value in samples.get("_bucket", []):
+                    bound = float(sample_labels["le"])
+                    body.append(_field(3, _uint(1, int(value)) + _double(2, bound)))
+                metrics.append(encoded + _field(7, b"".join(body)))
+            elif kind == SUMMARY:
+                body = [_uint(1, int(samples["_count"][0][1])),
+                        _double(2, samples["_sum"][0][1])]
+                for sample_labels, value in samples.get("", []):
+                    body.append(_field(3, _double(1, float(sample_labels["quantile"]))
+                                       + _double(2, value)))
+                metrics.append(encoded + _field(4, b"".join(body)))
+            else:
+                field = {COUNTER: 3, GAUGE: 2}.get(kind, 5)
+                for _, value in [v for vs in samples.values() for v in vs]:
+                    metrics.append(encoded + _field(field, _double(1, value)))
+        out.append(_family(name, mf.documentation, kind, metrics))
+    return b"".join(out)
