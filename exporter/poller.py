@@ -22,7 +22,7 @@ import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg_pool import PoolTimeout
 
-from exporter import checkpoint
+from exporter import checkpoint, connect_errors
 from exporter.aggregates import Aggregates
 from exporter.catalog import metric
 from exporter.config import Config, DatabaseConfig
@@ -98,6 +98,7 @@ class DatabasePoller:
         self.caught_up = False
         self.up = False
         self.last_error: str | None = None
+        self.last_reason: str | None = None
         self.lag: dict[str, float] = {}
         self._saved_cursors = ""
         self._stop = threading.Event()
@@ -107,7 +108,7 @@ class DatabasePoller:
         self.sm["pggit_exporter_label_overflow_total"].labels(self.name, label).inc(rows)
 
     def _invalid(self, table: str) -> None:
-        self.sm["pggit_exporter_errors_total"].labels(self.name, "invalid_row").inc()
+        self.sm["pggit_exporter_errors_total"].labels(self.name, "invalid_row", "other").inc()
 
     def load(self) -> None:
         """Restore the checkpoint, if any, and re-admit its label values to the cap."""
@@ -167,14 +168,17 @@ class DatabasePoller:
         else:
             stage = "read"
             self.found = None
-        message = _one_line(exc)
+        message = connect_errors.describe(exc) if stage == "connect" else _one_line(exc)
+        reason = connect_errors.reason(exc)
         self.last_error = f"{stage}: {message}"
+        self.last_reason = reason
         self.caught_up = False
-        self.sm["pggit_exporter_errors_total"].labels(self.name, stage).inc()
+        self.sm["pggit_exporter_errors_total"].labels(self.name, stage, reason).inc()
         self.exposition.changed()
         level = logging.WARNING if failures > 1 else logging.ERROR
         log.log(level, "poll failed", extra={"database": self.name, "stage": stage,
-                                             "error": message, "attempt": failures})
+                                             "reason": reason, "error": message,
+                                             "attempt": failures})
 
     def _discover(self, conn: psycopg.Connection) -> None:
         found = discover(conn, self.db_cfg)
@@ -288,7 +292,8 @@ class DatabasePoller:
         excess = len(cursor.gaps) - self.cfg.max_pending_gaps
         if excess > 0:
             del cursor.gaps[:excess]
-            self.sm["pggit_exporter_errors_total"].labels(self.name, "gaps_dropped").inc(excess)
+            self.sm["pggit_exporter_errors_total"].labels(
+                self.name, "gaps_dropped", "other").inc(excess)
             log.error("too many pending gaps; oldest given up",
                       extra={"database": self.name, "table": table, "dropped": excess})
 
@@ -310,6 +315,7 @@ class DatabasePoller:
         sm["pggit_up"].labels(name).set(1)
         self.caught_up = not backlog
         self.last_error = None
+        self.last_reason = None
         self.exposition.changed()
 
     def collect(self) -> Iterator[Part]:

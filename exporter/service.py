@@ -90,7 +90,7 @@ class Service:
         databases = [{
             "name": p.name, "up": p.up, "caught_up": p.caught_up,
             "collectors": dict(p.enabled), "lag_seconds": dict(p.lag),
-            "last_error": p.last_error,
+            "last_error": p.last_error, "last_error_reason": p.last_reason,
         } for p in self.pollers]
         return {"version": __version__,
                 "ready": all(d["up"] and d["caught_up"] for d in databases),
