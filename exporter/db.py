@@ -22,6 +22,11 @@ from exporter.connect_errors import ConnectFailed, connect_failed
 
 log = logging.getLogger(__name__)
 
+RECONNECT_CHAIN_SECONDS = 30.0
+"""How long the pool keeps retrying one failed connection (1 s, 2 s, 4 s, ... apart) before the
+chain ends and the next poll starts a new one at 1 s. Without it the delay grows for 5
+minutes, and a password fixed meanwhile would wait up to two minutes to be tried."""
+
 
 class Database:
     """A small pool per configured database; connections are made on demand and checked.
@@ -42,7 +47,7 @@ class Database:
             cfg.dsn, min_size=0, max_size=3, open=False, kwargs=kwargs,
             connection_class=self._connection_class(), configure=self._configure,
             check=ConnectionPool.check_connection, timeout=cfg.connect_timeout,
-            name=f"pggit-{cfg.name}",
+            reconnect_timeout=RECONNECT_CHAIN_SECONDS, name=f"pggit-{cfg.name}",
         )
         self.pool.open(wait=False)
 
