@@ -42,7 +42,7 @@ def exposition() -> Exposition:
     for name, rows in (("main", 5), ("replica", 3)):
         exp.add_source(database(name, rows))
         metrics["pggit_up"].labels(name).set(1)
-        metrics["pggit_exporter_errors_total"].labels(name, "read").inc()
+        metrics["pggit_exporter_errors_total"].labels(name, "read", "other").inc()
     return exp
 
 
