@@ -158,12 +158,26 @@ def test_server_that_never_answers_is_a_timeout(tmp_path: Path,
         assert_reported(exporter, "timeout", "timeout expired")
 
 
-def test_ssl_required_by_the_dsn_is_named(pg_server: PgTestServer, tmp_path: Path,
+def test_ssl_required_by_the_client_is_named(pg_server: PgTestServer, tmp_path: Path,
                                           run_exporter: Callable[..., InProcess]) -> None:
     pg_server.require_embedded()  # an external server may well speak TLS
     dsn = pg_server.dsn() + " sslmode=require"
     exporter = run_exporter(dsn, **FAST)
     assert_reported(exporter, "ssl_required", "SSL")
+
+
+def test_ssl_required_by_the_server_is_named(
+        pg_server_factory: Callable[..., EmbeddedPostgres], tmp_path: Path,
+        run_exporter: Callable[..., InProcess]) -> None:
+    """pg_hba.conf takes TCP logins over TLS only; this server has no certificate, so the
+    server's "no encryption" refusal is what an exporter without TLS meets."""
+    server = pg_server_factory()
+    (server.data_dir / "pg_hba.conf").write_text(
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n", encoding="utf-8")
+    with psycopg.connect(server.socket_dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    exporter = run_exporter(server.dsn(), **FAST)
+    assert_reported(exporter, "ssl_required", "no encryption")
 
 
 def test_too_many_connections_is_named(pg_server_factory: Callable[..., EmbeddedPostgres],
