@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from exporter.connect_errors import REASONS
+
 Kind = Literal["counter", "gauge", "histogram", "info"]
 
 DATABASE = "database"
@@ -190,8 +192,8 @@ _METRICS: tuple[Metric, ...] = (
            "Ids below the read position not yet visible (open transactions or rollbacks), "
            "plus rows waiting to finish.", ("table",), "exporter"),
     Metric("pggit_exporter_errors_total", "counter",
-           "Errors by stage (connect, discover, read, checkpoint, send).", ("stage",),
-           "exporter"),
+           "Errors by stage (connect, discover, read, checkpoint, send) and reason: "
+           + ", ".join(REASONS) + ".", ("stage", "reason"), "exporter"),
     Metric("pggit_exporter_label_overflow_total", "counter",
            "Rows whose label value was folded into __other__ by the label cap. Kept in the "
            "checkpoint.", ("label",), "exporter"),

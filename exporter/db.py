@@ -9,44 +9,85 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exporter.config import DatabaseConfig
+from exporter.connect_errors import ConnectFailed, connect_failed
 
 log = logging.getLogger(__name__)
 
+RECONNECT_CHAIN_SECONDS = 30.0
+"""How long the pool keeps retrying one failed connection (1 s, 2 s, 4 s, ... apart) before the
+chain ends and the next poll starts a new one at 1 s. Without it the delay grows for 5
+minutes, and a password fixed meanwhile would wait up to two minutes to be tried."""
+
 
 class Database:
-    """A small pool per configured database; connections are made on demand and checked."""
+    """A small pool per configured database; connections are made on demand and checked.
+
+    The password is read for every new connection, not once at start, so a secret rotated in
+    place (a Kubernetes Secret, a Vault agent's file) is used from the next reconnect on. A
+    failed attempt is remembered so that a pool timeout can say why (`connect_errors`); the
+    pool retries with its own backoff and the poller waits longer after each failure, so a
+    wrong password is never retried in a tight loop.
+    """
 
     def __init__(self, cfg: DatabaseConfig):
         self.cfg = cfg
-        kwargs: dict[str, object] = {
-            "application_name": cfg.application_name,
-            "connect_timeout": max(1, round(cfg.connect_timeout)),
-        }
-        password = self._password()
-        if password is not None:
-            kwargs["password"] = password
+        self.last_failure: ConnectFailed | None = None
+        kwargs = {"application_name": cfg.application_name,
+                  "connect_timeout": max(1, round(cfg.connect_timeout))}
         self.pool = ConnectionPool(
             cfg.dsn, min_size=0, max_size=3, open=False, kwargs=kwargs,
-            configure=self._configure, check=ConnectionPool.check_connection,
-            timeout=cfg.connect_timeout, name=f"pggit-{cfg.name}",
+            connection_class=self._connection_class(), configure=self._configure,
+            check=ConnectionPool.check_connection, timeout=cfg.connect_timeout,
+            reconnect_timeout=RECONNECT_CHAIN_SECONDS, name=f"pggit-{cfg.name}",
         )
         self.pool.open(wait=False)
 
     def _password(self) -> str | None:
-        """Read at start from the file or variable named in the config, never from the YAML."""
+        """From the file or variable named in the config, never from the YAML.
+
+        An unreadable file (mid-rotation, or removed) leaves libpq without a password, so the
+        attempt fails as "no password supplied" and is retried, instead of stopping the pool.
+        """
         if self.cfg.password_file is not None:
-            return self.cfg.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            try:
+                return self.cfg.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                log.warning("cannot read password_file", extra={
+                    "database": self.cfg.name, "path": str(self.cfg.password_file),
+                    "error": exc.strerror})
+                return None
         if self.cfg.password_env is not None:
             return os.environ.get(self.cfg.password_env)
         return None
+
+    def _connection_class(self) -> type[psycopg.Connection]:
+        """psycopg's Connection with this database's current password, noting each outcome."""
+        database = self
+
+        class Connection(psycopg.Connection):
+            @classmethod
+            def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+                password = database._password()
+                if password is not None:
+                    kwargs["password"] = password
+                try:
+                    conn = super().connect(conninfo, **kwargs)
+                except psycopg.Error as exc:
+                    database.last_failure = connect_failed(exc)
+                    raise
+                database.last_failure = None
+                return conn
+
+        return Connection
 
     def _configure(self, conn: psycopg.Connection) -> None:
         timeout_ms = int(self.cfg.statement_timeout * 1000)
@@ -60,8 +101,19 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        """A configured connection, returned to the pool (or discarded if broken) afterwards."""
-        with self.pool.connection(timeout=self.cfg.connect_timeout) as conn:
+        """A configured connection, returned to the pool (or discarded if broken) afterwards.
+
+        Raises ConnectFailed with libpq's reason when the pool timed out because connecting
+        failed; a plain PoolTimeout only when every connection was busy.
+        """
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self.pool.connection(timeout=self.cfg.connect_timeout))
+            except PoolTimeout:
+                failure = self.last_failure
+                if failure is None:
+                    raise
+                raise ConnectFailed(failure.reason, str(failure)) from None
             yield conn
 
     def table(self, name: str) -> sql.Composed:

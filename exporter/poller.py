@@ -24,7 +24,7 @@ import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg_pool import PoolTimeout
 
-from exporter import checkpoint
+from exporter import checkpoint, connect_errors
 from exporter.aggregates import Aggregates
 from exporter.catalog import metric
 from exporter.config import Config, DatabaseConfig
@@ -133,6 +133,7 @@ class DatabasePoller:
         self.caught_up = False
         self.up = False
         self.last_error: str | None = None
+        self.last_reason: str | None = None
         self.lag: dict[str, float] = {}
         self.failing: dict[str, Failing] = {}
         self.read_now: set[str] = set()
@@ -204,15 +205,19 @@ class DatabasePoller:
         else:
             stage = "read"
             self.found = None
-        message = _one_line(exc.__cause__ if isinstance(exc, CollectorFailed) else exc)
-        extra = {"database": self.name, "stage": stage, "error": message, "attempt": failures}
+        cause = exc.__cause__ if isinstance(exc, CollectorFailed) else exc
+        message = connect_errors.describe(cause) if stage == "connect" else _one_line(cause)
+        reason = connect_errors.reason(cause)
+        extra = {"database": self.name, "stage": stage, "reason": reason, "error": message,
+                 "attempt": failures}
         if isinstance(exc, CollectorFailed):
             self._collector_failed(exc.collector, message)
             extra["collector"] = exc.collector
             message = f"{exc.collector}: {message}"
         self.last_error = f"{stage}: {message}"
+        self.last_reason = reason
         self.caught_up = False
-        self.health.error(stage)
+        self.health.error(stage, reason)
         self.exposition.changed()
         level = logging.WARNING if failures > 1 else logging.ERROR
         log.log(level, "poll failed", extra=extra)
@@ -363,7 +368,7 @@ class DatabasePoller:
         excess = len(cursor.gaps) - self.cfg.max_pending_gaps
         if excess > 0:
             del cursor.gaps[:excess]
-            self.health.error("gaps_dropped", excess)
+            self.health.error("gaps_dropped", n=excess)
             log.error("too many pending gaps; oldest given up",
                       extra={"database": self.name, "table": table, "dropped": excess})
 
@@ -387,6 +392,7 @@ class DatabasePoller:
         self.health.contact(True)
         self.caught_up = not backlog
         self.last_error = None
+        self.last_reason = None
         self.exposition.changed()
 
     def collect(self) -> Iterator[Part]:

@@ -95,7 +95,7 @@ class Service:
             "collectors": dict(p.enabled), "lag_seconds": dict(p.lag),
             "collectors_failing": {c: f.message for c, f in p.failing.items()},
             "pggit_layout": None if p.layout is None else p.layout.describe(),
-            "last_error": p.last_error,
+            "last_error": p.last_error, "last_error_reason": p.last_reason,
         } for p in self.pollers]
         return {"version": __version__,
                 "ready": all(d["up"] and d["caught_up"] and not d["collectors_failing"]

@@ -18,8 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 PROVISIONING_DIR = REPO / "grafana" / "provisioning"
 RULES_DIR = REPO / "prometheus" / "rules"
-SCHEMA_DOC = REPO.parent / "shared" / "PGGIT_SCHEMA.md"
-SEEDS_DIR = REPO.parent / "shared" / "seeds"
+PGGIT_VIEWS = REPO / "tests" / "data" / "pggit_views.txt"
 
 # What Grafana would put in for its built-in and our dashboard variables when a user picks
 # "All" everywhere: every variable is used with =~, so ".*" selects everything.
@@ -29,6 +28,16 @@ VARIABLE_VALUES = {
     "branch": ".*",
     "operation_type": ".*",
 }
+
+
+def pggit_views() -> dict[str, str]:
+    """View name -> "deployed" or "specified", from the list kept in tests/data."""
+    views = {}
+    for line in PGGIT_VIEWS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, status = line.split()
+            views[name] = status
+    return views
 
 
 def load_dashboards() -> dict[str, dict[str, Any]]:

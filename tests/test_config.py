@@ -7,7 +7,6 @@ and one line per problem, each starting with the key at fault, or exit 0 for a v
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import re
@@ -20,8 +19,9 @@ import psycopg
 import pytest
 import yaml
 from psycopg import sql
+from pydantic import ValidationError
 
-from exporter import cli, config
+from exporter import cli, config, config_doc
 from exporter.config import Config, DatabaseConfig, SilencesConfig, TracesConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +86,33 @@ def single_problem(tmp_path: Path, data: object, key: str, *words: str, **env: s
 # --- the documented example -------------------------------------------------------------------
 
 
+def test_committed_example_is_what_the_model_renders() -> None:
+    assert EXAMPLE.read_text(encoding="utf-8") == config_doc.example_yaml(), (
+        "config/pggit-exporter.yml is stale; run: python -m exporter.config_doc")
+
+
+def test_example_documents_the_trace_protocol_the_code_uses() -> None:
+    """The example once said grpc while the code sent http/protobuf."""
+    from exporter.send.otlp import protocol
+    documented = config_doc.default_text(TracesConfig.model_fields["protocol"])
+    assert documented.endswith(f"else {protocol(TracesConfig(), {})}.")
+    assert "protocol: http/protobuf" in EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_adding_a_setting_is_one_declaration() -> None:
+    """A field added to a model is validated, documented and defaulted with no other edit."""
+
+    class Extended(SilencesConfig):
+        labels: config.StringMap = config.setting({}, "Extra labels.", example="team: db")
+
+    assert Extended(labels={"team": "db"}).labels == {"team": "db"}
+    assert Extended().labels == {}
+    with pytest.raises(ValidationError, match="must be a mapping of strings to strings"):
+        Extended(labels={"team": 1})
+    field = Extended.model_fields["labels"]
+    assert config_doc.default_text(field) == "Default: none."
+
+
 def _mentioned_keys(text: str) -> set[str]:
     """Keys written in the example, whether set or shown commented out."""
     return set(re.findall(r"^[ \t]*(?:#[ \t]*)?(?:-[ \t]+)?([a-z_]+):", text, re.MULTILINE))
@@ -94,7 +121,7 @@ def _mentioned_keys(text: str) -> set[str]:
 @pytest.mark.parametrize("cls", [Config, DatabaseConfig, TracesConfig, SilencesConfig],
                          ids=lambda c: c.__name__)
 def test_example_mentions_every_setting(cls: type) -> None:
-    missing = {f.name for f in dataclasses.fields(cls)} - _mentioned_keys(EXAMPLE.read_text())
+    missing = set(config.keys(cls)) - _mentioned_keys(EXAMPLE.read_text())
     assert not missing, f"config/pggit-exporter.yml does not document {sorted(missing)}"
 
 
@@ -114,8 +141,8 @@ def test_example_values_are_the_documented_defaults() -> None:
     """The example sets each key to its default, so its "Default ..." comments cannot lie."""
     cfg = config.load(EXAMPLE, {})
     db = cfg.databases[0]
-    assert dataclasses.replace(cfg, databases=()) == Config(databases=())
-    assert dataclasses.replace(db, name="x", dsn="y") == DatabaseConfig(name="x", dsn="y")
+    assert cfg.model_copy(update={"databases": ()}) == Config.model_construct(databases=())
+    assert db.model_copy(update={"dsn": "dbname=x"}) == DatabaseConfig(name="main", dsn="dbname=x")
     assert cfg.traces == TracesConfig()
     assert cfg.silences == SilencesConfig()
 

@@ -11,17 +11,15 @@ import re
 from itertools import combinations
 from typing import Any
 
-import pytest
 import yaml
 
 from exporter.dashboards import dump, render_all
 from tests.dashboards_fixtures import (
     DASHBOARD_DIR,
     PROVISIONING_DIR,
-    SCHEMA_DOC,
-    SEEDS_DIR,
     load_dashboards,
     panels,
+    pggit_views,
     targets,
 )
 
@@ -93,11 +91,7 @@ def test_every_panel_has_a_unit_and_a_description_naming_a_pgGit_view() -> None:
 
 
 def test_views_the_panels_name_exist_in_pgGit() -> None:
-    if not SCHEMA_DOC.is_file():
-        pytest.skip(f"{SCHEMA_DOC} is not beside the repository")
-    known = set(VIEW.findall(SCHEMA_DOC.read_text(encoding="utf-8")))
-    for seed in SEEDS_DIR.glob("*.txt"):
-        known |= set(VIEW.findall(seed.read_text(encoding="utf-8", errors="replace")))
+    known = set(pggit_views())
     for name, d in DASHBOARDS.items():
         for p in data_panels(d):
             for view in VIEW.findall(p["description"]):
@@ -105,10 +99,7 @@ def test_views_the_panels_name_exist_in_pgGit() -> None:
 
 
 def test_every_deployed_pgGit_view_is_answered_by_some_panel() -> None:
-    if not SCHEMA_DOC.is_file():
-        pytest.skip(f"{SCHEMA_DOC} is not beside the repository")
-    doc = SCHEMA_DOC.read_text(encoding="utf-8")
-    deployed = set(re.findall(r"^- `(v_[a-z0-9_]+)`", doc, re.MULTILINE))
+    deployed = {v for v, status in pggit_views().items() if status == "deployed"}
     assert len(deployed) > 30
     named = {v for d in DASHBOARDS.values() for p in data_panels(d)
              for v in VIEW.findall(p["description"])}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from exporter.catalog import markdown_table
 from exporter.config import ENV_KEYS, ENV_PREFIX
+from exporter.config_doc import env_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,6 +17,12 @@ def test_metric_table_is_generated_from_the_catalog() -> None:
     block = README.split("<!-- metric-table:start -->\n", 1)[1].split(
         "\n<!-- metric-table:end -->", 1)[0]
     assert block == markdown_table()
+
+
+def test_environment_table_is_generated_from_the_config_model() -> None:
+    block = README.split("<!-- config-env:start -->\n", 1)[1].split(
+        "\n<!-- config-env:end -->", 1)[0]
+    assert block == env_table()
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -188,8 +188,10 @@ def test_header_read_from_a_file_is_sent(
 
 def test_unknown_protocol_is_refused() -> None:
     envelope = Envelope(Resource.create({}), InstrumentationScope("pggit-exporter"))
+    with pytest.raises(ValueError, match=r"must be grpc or http/protobuf"):
+        TracesConfig(endpoint="http://c", protocol="thrift")
     with pytest.raises(ValueError, match=r"traces\.protocol"):
-        build_exporter(TracesConfig(endpoint="http://c", protocol="thrift"), {},
+        build_exporter(TracesConfig(endpoint="http://c"), {"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"},
                        envelope=envelope)
 
 

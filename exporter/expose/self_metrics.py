@@ -72,7 +72,7 @@ class DatabaseHealth:
         self._rows_read: dict[str, float] = {}
         self._pending: dict[str, float] = {}
         self._lag: dict[str, float] = {}
-        self._errors: dict[str, float] = {}
+        self._errors: dict[tuple[str, str], float] = {}
         self._counts = Counts()
         self._last_success: float | None = None
         self._poll_cell = [0] * (len(POLL_BUCKETS) + 1) + [0.0]
@@ -82,9 +82,10 @@ class DatabaseHealth:
         with self._lock:
             self._up = up
 
-    def error(self, stage: str, n: int = 1) -> None:
+    def error(self, stage: str, reason: str = "other", n: int = 1) -> None:
         with self._lock:
-            self._errors[stage] = self._errors.get(stage, 0) + n
+            key = (stage, reason)
+            self._errors[key] = self._errors.get(key, 0) + n
 
     def collectors(self, enabled: Mapping[str, bool], source: str = "poller") -> None:
         """Every collector of `source` and whether it runs, after a discovery. Each source
@@ -134,7 +135,7 @@ class DatabaseHealth:
                     (db, t): n for t, n in self._rows_read.items() if t in tables},
                 "pggit_exporter_pending_gaps": {(db, t): n for t, n in self._pending.items()},
                 "pggit_exporter_lag_seconds": {(db, t): v for t, v in self._lag.items()},
-                "pggit_exporter_errors_total": {(db, s): n for s, n in self._errors.items()},
+                "pggit_exporter_errors_total": {(db, *k): n for k, n in self._errors.items()},
             }
             for name, series in self._counts.values.items():
                 out[name] = {(db, *labels): v for labels, v in series.items()

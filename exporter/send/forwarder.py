@@ -40,7 +40,7 @@ import psycopg
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from exporter import __version__
+from exporter import __version__, connect_errors
 from exporter.aggregates import Aggregates
 from exporter.checkpoint import read as read_state
 from exporter.checkpoint import write_atomic
@@ -221,7 +221,7 @@ class TraceForwarder:
     def _failed(self, message: str) -> None:
         log.warning("%s: %s", self.database, message)
         self.self_metrics["pggit_exporter_errors_total"].labels(
-            database=self.database, stage="send").inc()
+            database=self.database, stage="send", reason="other").inc()
         self.on_change()
 
     def collect(self) -> list[Part]:
@@ -435,7 +435,7 @@ class TraceForwarder:
             except Exception as exc:
                 log.warning("%s: trace poll failed: %s", self.database, exc)
                 self.self_metrics["pggit_exporter_errors_total"].labels(
-                    database=self.database, stage="read").inc()
+                    database=self.database, stage="read", reason=connect_errors.reason(exc)).inc()
                 self.on_change()
                 delay = self.poll_interval
 

@@ -20,15 +20,12 @@ from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from exporter.config import OTLP_DEFAULT_PROTOCOL as DEFAULT_PROTOCOL
+from exporter.config import OTLP_PROTOCOLS as PROTOCOLS
 from exporter.config import TracesConfig
 from exporter.send.encode import Envelope
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("grpc", "http/protobuf")
-DEFAULT_PROTOCOL = "http/protobuf"
-"""The OpenTelemetry specification's default when neither YAML nor environment says."""
-
 
 def protocol(cfg: TracesConfig, env: Mapping[str, str]) -> str:
     """YAML wins; then the per-signal variable, then the general one (OTel spec order)."""
