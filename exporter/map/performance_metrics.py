@@ -93,6 +93,9 @@ class PerformanceMetrics(Mapping):
         cell = cells.get(labels)
         if cell is None:
             cell = cells[labels] = [0] * (len(self.thresholds) + 1) + [0.0]
+            # Born at zero: the alert rules count a violation counter's first sample as
+            # history, so it must exist before the (operation, branch)'s first violation.
+            ctx.agg.touch(VIOLATIONS, labels)
         lowest = self.baselines.min_threshold.get(op)
         return _Series(labels, cell, math.inf if lowest is None else int(lowest), folded)
 
@@ -125,6 +128,7 @@ class PerformanceMetrics(Mapping):
             counts = [0] * n
             counts[bucket] = count
             ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
+            ctx.agg.touch(VIOLATIONS, labels)
             for name, amount in ((ERRORS, failed), (CPU, float(cpu or 0) / 1e6),
                                  (ROWS, affected or 0)):
                 if amount:
