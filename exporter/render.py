@@ -280,7 +280,7 @@ def _slowest_template(window: str) -> str:
     histogram bucket that grew in `window` (what histogram_quantile(1, ...) returns)."""
     return _lookup_template(
         "histogram_quantile(1, sum by (le) (increase(pggit_operation_duration_seconds_bucket"
-        f"{{job=\"%s\",database=\"%s\",operation_type=\"%s\"}}[{window}])))")
+        f"{{job=\"%s\",database=\"%s\",operation_type=\"%s\"}}[{window}]))) > 0")
 
 
 class _Alerts:
@@ -553,7 +553,7 @@ def _health_group(params: Mapping[str, Any]) -> list[dict[str, Any]]:
         f"time() - min by ({by}, alert_type) (\n"
         f"  {q.m('pggit_alerts_oldest_open_timestamp_seconds', PGGIT_CRITICAL)}\n"
         f") > {age:g}",
-        "warning", "PGGIT_ALERT",
+        "warning", "{{ $labels.alert_type }}",
         "pgGit's own CRITICAL alert on {{ $labels.operation_type }} is unacknowledged for "
         "{{ $value | humanizeDuration }}",
         "pgGit holds an unacknowledged CRITICAL {{ $labels.alert_type }} alert on "
@@ -927,8 +927,9 @@ PIECE_HELP = """\
 # pgGit's part of an Alertmanager configuration, to merge into yours (README, "Adding it to
 # an existing stack"): put the one route of `routes` first under your root route's
 # `routes:` (it matches only pgGit alerts, alertname=~"Pggit.+", and does not continue);
-# append `receivers`, `inhibit_rules` and `templates` to your lists of the same name. Every inhibit rule names
-# pgGit alerts on both sides, so your other alerts are never muted by, nor mute, these.
+# append `receivers`, `inhibit_rules` and `templates` to your lists of the same name.
+# Every inhibit rule names pgGit alerts on both sides, so your other alerts are never muted
+# by, nor mute, these.
 """
 
 PROMETHEUS_HELP = """\
