@@ -4,8 +4,10 @@ pgGit decides inside the database when an operation is too slow and how alerts e
 module writes the same logic as Prometheus recording and alerting rules plus an Alertmanager
 routing tree, monitoring-mixin style: one small parameter file (thresholds, windows, label
 selectors, receivers) and everything else generated from it. The files committed under
-`prometheus/rules/` and `alertmanager/` are this module's output with `prometheus/params.yml`,
-and a test fails when they drift, so a hand edit there is caught instead of silently lost.
+`prometheus/rules/`, `prometheus/prometheus.yml` and `alertmanager/` (the piece to merge into
+an existing Alertmanager and the standalone demo config) are this module's output with
+`prometheus/params.yml`, and a test fails when they drift, so a hand edit there is caught
+instead of silently lost. The README's scrape snippet is `readme_snippet`, checked the same way.
 """
 
 from __future__ import annotations
