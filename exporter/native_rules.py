@@ -11,6 +11,9 @@ rewritten by `to_native`, one function for the rules (`pggit-exporter render` wi
   `_bucket`: the quantile is read from the native buckets;
 - `rate|increase(M_count{...}[w])` becomes `histogram_count(rate|increase(M{...}[w]))`, and
   `_sum` likewise with `histogram_sum`; a bare `M_count{...}` becomes `histogram_count(M{...})`;
+- `min_over_time(M_count{...}[w])` (any `*_over_time`) becomes a subquery,
+  `min_over_time(histogram_count(M{...})[w:])`, since 2.42 has no range functions over
+  native histograms other than rate and increase;
 - `label_values(M_count{...}, label)` reads the labels of `M` itself.
 
 The recording rules keep their names, so alerts and dashboards that read recorded quantiles
@@ -33,6 +36,8 @@ _SELECTOR = r"(?:\{[^{}]*\})?"
 _RANGE = r"\[[^\]]*\](?:\s+offset\s+[-\w$]+)?"
 _OVER_RANGE = re.compile(
     rf"\b(rate|increase|irate)\(\s*({_NAMES})_(count|sum)({_SELECTOR})({_RANGE})\s*\)")
+_OVER_TIME = re.compile(
+    rf"\b(\w+_over_time)\(\s*({_NAMES})_(count|sum)({_SELECTOR})\[([^\]:]*)\]\s*\)")
 _LABEL_VALUES = re.compile(rf"\blabel_values\(\s*({_NAMES})_count\b")
 _BARE_COUNT = re.compile(rf"\b({_NAMES})_(count|sum)({_SELECTOR})(\s+offset\s+[-\w$]+)?")
 _BUCKET = re.compile(rf"\b({_NAMES})_bucket\b")
@@ -46,6 +51,8 @@ def to_native(expr: str) -> str:
     """The same query over native histograms (see the module docstring for the forms)."""
     out = _LABEL_VALUES.sub(r"label_values(\1", expr)
     out = _OVER_RANGE.sub(lambda m: f"histogram_{m[3]}({m[1]}({m[2]}{m[4]}{m[5]}))", out)
+    out = _OVER_TIME.sub(
+        lambda m: f"{m[1]}(histogram_{m[3]}({m[2]}{m[4]})[{m[5]}:])", out)
     out = _BARE_COUNT.sub(lambda m: f"histogram_{m[2]}({m[1]}{m[3]}{m[4] or ''})", out)
     if _BUCKET.search(out):
         if any(name not in HISTOGRAMS for name in _OTHER_BUCKETS.findall(out)):

@@ -81,6 +81,9 @@ def test_no_secret_is_written_into_the_config() -> None:
     (("alertname=PggitLatencyDegradationEscalated", "severity=warning",
       "escalated_from=info", "operation_type=commit"), "pggit-chat"),
     (("alertname=PggitSomethingNew",), "pggit-chat"),
+    (("alertname=NodeDown", "severity=critical", "database=main"), render.NEUTRAL_RECEIVER),
+    (("alertname=NodeDiskFilling", "severity=warning", "operation_type=commit",
+      "alert_type=THRESHOLD_EXCEEDED"), render.NEUTRAL_RECEIVER),
 ])
 def test_route_by_severity(labels: tuple[str, ...], receiver: str) -> None:
     assert _routes_test(*labels) == [receiver]
@@ -103,8 +106,15 @@ def test_info_goes_to_slack_only_and_warning_to_slack_and_mattermost() -> None:
 
 
 def test_alerts_group_by_alert_name_and_operation_type() -> None:
-    route = yaml.safe_load(CONFIG.read_text())["route"]
+    [route] = yaml.safe_load(CONFIG.read_text())["route"]["routes"]
     assert {"alertname", "operation_type"} <= set(route["group_by"])
+
+
+def test_the_demo_root_receiver_sends_nothing() -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    root = cfg["route"]["receiver"]
+    [receiver] = [r for r in cfg["receivers"] if r["name"] == root]
+    assert receiver == {"name": root}
 
 
 def test_config_documents_a_maintenance_window_mute() -> None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
 from exporter import render
 from tests.exporter_fixtures import wait_for
-from tests.rules_fixtures import http_json, webhook_alertmanager_config
+from tests.prom_processes import AlertmanagerServer, write_yaml
+from tests.rules_fixtures import (
+    Notification,
+    http_json,
+    running,
+    webhook_alertmanager_config,
+    webhook_receiver,
+)
 
 BASE = {"job": "pggit-exporter", "database": "main", "alert_type": "THRESHOLD_EXCEEDED"}
 
@@ -69,3 +80,38 @@ def test_rendered_config_is_what_the_test_alertmanager_runs() -> None:
     assert cfg["route"] == rendered["route"]
     assert cfg["inhibit_rules"] == rendered["inhibit_rules"]
     assert [r["name"] for r in cfg["receivers"]] == [r["name"] for r in rendered["receivers"]]
+
+
+def test_an_inhibited_warning_gets_no_resolved_notification(tmp_path: Path) -> None:
+    """Pins what runbooks/README.md says: the warning's resolved notification never comes
+    while it is muted, nor after its critical resolves; the critical's own resolved does."""
+    params = render.merge_params({"alertmanager": {"group_wait": "1s", "group_interval": "1s"}})
+    labels = {**BASE, "operation_type": "diff"}
+    warning = {**labels, "alertname": "PggitThresholdExceeded", "severity": "warning"}
+    critical = {**labels, "alertname": "PggitThresholdEscalation", "severity": "critical"}
+    with webhook_receiver() as receiver, running(
+            AlertmanagerServer, write_yaml(tmp_path / "alertmanager.yml",
+                                           webhook_alertmanager_config(params, receiver.url)),
+            tmp_path) as url:
+        def sent(alertname: str, status: str) -> list[Notification]:
+            return [n for n in receiver.received()
+                    if n.alertname == alertname and n.payload["status"] == status]
+
+        def post(alert: dict[str, str], resolved: bool = False) -> None:
+            body: dict = {"labels": alert}
+            if resolved:
+                body["endsAt"] = datetime.now(UTC).isoformat()
+            http_json("POST", f"{url}/api/v2/alerts", [body])
+
+        post(warning)
+        wait_for(lambda: sent("PggitThresholdExceeded", "firing"), 30, what="the WARNING")
+        post(critical)
+        wait_for(lambda: _inhibited(url, "PggitThresholdExceeded", "diff"), 30,
+                 what="the WARNING to be inhibited")
+        post(warning, resolved=True)
+        time.sleep(4)
+        post(critical, resolved=True)
+        wait_for(lambda: sent("PggitThresholdEscalation", "resolved"), 30,
+                 what="the CRITICAL's resolved notification")
+        time.sleep(4)
+        assert sent("PggitThresholdExceeded", "resolved") == []

@@ -60,6 +60,8 @@ def native_rule_files(tmp_path: Path) -> list[Path]:
      'histogram_count(pggit_operation_duration_seconds{j="x"}) - '
      '(histogram_count(pggit_operation_duration_seconds{j="x"} offset 5m) or '
      'histogram_count(pggit_operation_duration_seconds{j="x"}) * 0)'),
+    ('min_over_time(pggit_operation_duration_seconds_count{j="x"}[5m])',
+     'min_over_time(histogram_count(pggit_operation_duration_seconds{j="x"})[5m:])'),
     ('label_values(pggit_operation_duration_seconds_count{job=~"$job"}, branch)',
      'label_values(pggit_operation_duration_seconds{job=~"$job"}, branch)'),
     (UNTOUCHED, UNTOUCHED),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from exporter import render
 from exporter.catalog import markdown_table
 from exporter.config import ENV_KEYS, ENV_PREFIX
 from exporter.config_doc import env_table
@@ -33,3 +34,10 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_every_environment_override_is_documented() -> None:
     for suffix in (*ENV_KEYS, "DSN", "PASSWORD_FILE"):
         assert f"`{ENV_PREFIX}{suffix}`" in README
+
+
+def test_scrape_snippet_is_the_rendering_of_the_rules_job() -> None:
+    block = README.split("<!-- scrape-snippet:start -->\n", 1)[1].split(
+        "\n<!-- scrape-snippet:end -->", 1)[0]
+    params = render.load_params(ROOT / "prometheus" / "params.yml")
+    assert block == f"```yaml\n{render.readme_snippet(params)}```"

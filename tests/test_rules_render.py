@@ -80,5 +80,5 @@ def test_job_and_selector_restrict_every_raw_metric() -> None:
 
 def test_alertmanager_timing_comes_from_params() -> None:
     params = render.merge_params({"alertmanager": {"group_wait": "1s", "group_interval": "2s"}})
-    route = render.alertmanager_config(params)["route"]
+    [route] = render.alertmanager_config(params)["route"]["routes"]
     assert (route["group_wait"], route["group_interval"]) == ("1s", "2s")

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -127,6 +127,66 @@ class Slowdown:
         return 1.0
 
 
+def operation_type(name: str, category: str, typical_ms: float) -> OperationType:
+    """A row of performance_operation_types as the workload draws it: heavier operations vary
+    more (I/O, locks), light ones are CPU-bound and steady."""
+    sigma = 0.25 + min(0.3, math.log10(max(typical_ms, 1.0)) * 0.1)
+    return OperationType(name, category, max(typical_ms, 0.05) * 1000.0, sigma)
+
+
+def draw_duration_us(rng: random.Random, op: OperationType, factor: float,
+                     outlier_probability: float) -> int:
+    """Log-normal around the type's typical duration, times the slowdown in force, with rare
+    far outliers that exceed any sane baseline threshold (2 x p99) so threshold alerts fire."""
+    value = rng.lognormvariate(math.log(op.typical_us), op.sigma) * factor
+    if rng.random() < outlier_probability:
+        value *= rng.uniform(8.0, 30.0)
+    return max(1, int(value))
+
+
+def next_slowdown(rng: random.Random, operations: list[OperationType], now: float,
+                  interval: float, incidents_per_hour: float,
+                  slowdowns_per_hour: float) -> Slowdown | None:
+    """The slowdown that starts in the next `interval` seconds, if any (Poisson rates)."""
+    roll = rng.random()
+    incident = incidents_per_hour * interval / 3600.0
+    if roll < incident:
+        busy = sorted(operations, key=lambda o: -OPERATION_WEIGHTS.get(o.name, 2))[:6]
+        return Slowdown(frozenset({rng.choice(busy).name}), rng.uniform(4.0, 8.0),
+                        now + rng.uniform(20.0, 60.0))
+    if roll < incident + slowdowns_per_hour * interval / 3600.0:
+        names = [o.name for o in operations]
+        group = frozenset(rng.sample(names, min(len(names), rng.randint(2, 5))))
+        return Slowdown(group, rng.uniform(1.2, 1.8), now + rng.uniform(30.0, 120.0))
+    return None
+
+
+def simulate(operations: list[OperationType], seconds: float, *, seed: int = 0,
+             ops_per_second: float = 50.0, outlier_probability: float = 0.00002,
+             incidents_per_hour: float = 1.0, slowdowns_per_hour: float = 12.0,
+             ) -> Iterator[tuple[float, str, int]]:
+    """The workload's operations as (second, operation type, duration in µs), in simulated
+    time and without a database: the same weights, durations, outliers and slowdowns as the
+    threads draw, for counting what the alert rules make of an hour of it."""
+    rng = random.Random(f"{seed}:simulate")
+    weights = [float(OPERATION_WEIGHTS.get(o.name, 2)) for o in operations]
+    slowdown = Slowdown()
+    t = next_tick = 0.0
+    while True:
+        t += rng.expovariate(ops_per_second)
+        if t >= seconds:
+            return
+        while next_tick <= t:
+            if slowdown.until <= next_tick:
+                slowdown = next_slowdown(rng, operations, next_tick, 1.0, incidents_per_hour,
+                                         slowdowns_per_hour) or slowdown
+            next_tick += 1.0
+        op = rng.choices(operations, weights)[0]
+        factor = slowdown.factor if op.name in slowdown.operations and t < slowdown.until \
+            else 1.0
+        yield t, op.name, draw_duration_us(rng, op, factor, outlier_probability)
+
+
 @dataclass
 class _PendingMerge:
     merge_id: int
@@ -194,6 +254,13 @@ class Workload:
     notifications, runs scheduled jobs and recalculation runs, snoozes and correlates.
     ``later_tables=None`` detects whether the later tables and their functions are installed.
     ``seed`` makes each thread's choices reproducible; thread interleaving is not.
+
+    Its rates are a production system's, in wall time, so the shipped rules page on it about
+    as often as they would in production (tests/test_noise_budget.py counts them over a
+    simulated hour): an operation is a far outlier once in ``1/outlier_probability`` runs,
+    ``incidents_per_hour`` severe incidents (one busy type 4-8 times slower for 20-60 s,
+    which pages) and ``slowdowns_per_hour`` mild shared slowdowns (several types 1.2-1.8
+    times slower for 30-120 s: anomalies and correlations, no page) happen on average.
     """
 
     def __init__(
@@ -205,8 +272,10 @@ class Workload:
         threads: int = 4,
         later_tables: bool | None = None,
         maintenance_interval: float = 1.0,
-        outlier_probability: float = 0.005,
+        outlier_probability: float = 0.00002,
         failure_probability: float = 0.03,
+        incidents_per_hour: float = 1.0,
+        slowdowns_per_hour: float = 12.0,
     ) -> None:
         if ops_per_second <= 0 or threads < 1:
             raise ValueError("ops_per_second must be > 0 and threads >= 1")
@@ -217,6 +286,8 @@ class Workload:
         self.later_tables = later_tables
         self.maintenance_interval = maintenance_interval
         self.outlier_probability = outlier_probability
+        self.incidents_per_hour = incidents_per_hour
+        self.slowdowns_per_hour = slowdowns_per_hour
         self.failure_probability = failure_probability
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -324,10 +395,7 @@ class Workload:
             " FROM pggit.performance_operation_types ORDER BY operation_type"
         ).fetchall()
         for name, category, typical_ms in rows:
-            # Heavier operations vary more (I/O, locks), light ones are CPU-bound and steady.
-            sigma = 0.25 + min(0.3, math.log10(max(typical_ms, 1.0)) * 0.1)
-            catalog.operations.append(
-                OperationType(name, category, max(typical_ms, 0.05) * 1000.0, sigma))
+            catalog.operations.append(operation_type(name, category, typical_ms))
             catalog.weights.append(float(OPERATION_WEIGHTS.get(name, 2)))
         # pgGit drafts called the key "id"; the deployed table has branch_id.
         columns = {r[0] for r in conn.execute(
@@ -418,13 +486,8 @@ class Workload:
         return rng.choices(self._catalog.operations, self._catalog.weights)[0]
 
     def _duration_us(self, rng: random.Random, op: OperationType) -> int:
-        """Log-normal around the type's typical duration, with rare far outliers that exceed
-        any sane baseline threshold (2 x p99) so threshold alerts really fire."""
-        value = rng.lognormvariate(math.log(op.typical_us), op.sigma)
-        value *= self._slowdown.factor_for(op.name)
-        if rng.random() < self.outlier_probability:
-            value *= rng.uniform(8.0, 30.0)
-        return max(1, int(value))
+        return draw_duration_us(rng, op, self._slowdown.factor_for(op.name),
+                                self.outlier_probability)
 
     def _metric_args(self, rng: random.Random, op: OperationType, session: _Session,
                      branch: tuple[int, str] | None = None,
@@ -690,18 +753,13 @@ class Workload:
             session.reset()
 
     def _maybe_slowdown(self, rng: random.Random) -> None:
-        if time.monotonic() < self._slowdown.until or rng.random() > 0.15:
+        now = time.monotonic()
+        if now < self._slowdown.until:
             return
-        names = [o.name for o in self._catalog.operations]
-        if rng.random() < 0.2:
-            # A severe incident on a busy type: a burst of threshold alerts that escalates.
-            busy = sorted(self._catalog.operations, key=lambda o: -OPERATION_WEIGHTS.get(o.name, 2))
-            group = frozenset(o.name for o in rng.sample(busy[:6], 2))
-            factor = rng.uniform(4.0, 8.0)
-        else:
-            group = frozenset(rng.sample(names, min(len(names), rng.randint(2, 5))))
-            factor = rng.uniform(1.5, 3.0)
-        self._slowdown = Slowdown(group, factor, time.monotonic() + rng.uniform(2.0, 6.0))
+        slowdown = next_slowdown(rng, self._catalog.operations, now, self.maintenance_interval,
+                                 self.incidents_per_hour, self.slowdowns_per_hour)
+        if slowdown is not None:
+            self._slowdown = slowdown
 
     def _baselines(self, conn: psycopg.Connection, rng: random.Random) -> int:
         """New baselines for types without one plus a random few; rarely per branch."""

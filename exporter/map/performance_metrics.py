@@ -107,6 +107,9 @@ class PerformanceMetrics(Mapping):
         cell = cells.get(labels)
         if cell is None:
             cell = cells[labels] = [0] * (len(self.thresholds) + 1) + [0.0]
+            # Born at zero: the alert rules count a violation counter's first sample as
+            # history, so it must exist before the (operation, branch)'s first violation.
+            ctx.agg.touch(VIOLATIONS, labels)
         lowest = self.baselines.min_threshold.get(op)
         return _Series(labels, cell, int(lowest) if lowest is not None and lowest.is_finite()
                        else math.inf, folded)
@@ -173,6 +176,7 @@ class PerformanceMetrics(Mapping):
                 ctx.cap.overflowed(label, sum(s.counts))
             ctx.agg.add_buckets(HIST, labels, s.counts, float(s.total) / 1e6)
             ctx.agg.add_native(HIST, labels, s.native, s.zero)
+            ctx.agg.touch(VIOLATIONS, labels)
             for name, amount in ((ERRORS, s.failed), (CPU, float(s.cpu) / 1e6),
                                  (ROWS, s.affected)):
                 if amount:
