@@ -101,6 +101,10 @@ class Config:
     databases: tuple[DatabaseConfig, ...]
     listen: str = DEFAULT_LISTEN
     web_config_file: Path | None = None
+    web_max_connections: int = 512
+    web_read_timeout: float = 10.0
+    web_idle_timeout: float = 120.0
+    web_tls_handshake_timeout: float = 10.0
     state_dir: Path = Path("/var/lib/pggit-exporter")
     poll_interval: float = 1.0
     gauge_interval: float = 15.0
@@ -466,6 +470,10 @@ def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False)
         databases=tuple(databases),
         listen=r.typed("listen", DEFAULT_LISTEN, _listen, "host:port"),
         web_config_file=r.path_("web_config_file"),
+        web_max_connections=r.integer("web_max_connections", 512),
+        web_read_timeout=r.duration("web_read_timeout", 10.0),
+        web_idle_timeout=r.duration("web_idle_timeout", 120.0),
+        web_tls_handshake_timeout=r.duration("web_tls_handshake_timeout", 10.0),
         state_dir=r.typed("state_dir", Path("/var/lib/pggit-exporter"),
                           lambda v: Path(_string(v)), "a directory path"),
         poll_interval=r.duration("poll_interval", 1.0),

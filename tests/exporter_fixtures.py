@@ -94,7 +94,7 @@ class InProcess:
 
     def __init__(self, cfg_path: Path):
         self.cfg = config.load(cfg_path, {})
-        self.service = Service(self.cfg)
+        self.service = Service(self.cfg, cfg_path, reloadable=True)
         self.service.start()
 
     @property
