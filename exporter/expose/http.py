@@ -79,10 +79,12 @@ class Response:
 class _Connection:
     """One open connection; `busy` while a request is being answered."""
 
-    writer: asyncio.StreamWriter
+    sock: socket.socket
     task: asyncio.Task[None] | None
     since: float
     busy: bool = False
+    started: bool = False
+    """Whether its task has begun (and so will close the socket itself when cancelled)."""
 
 
 class _Closed(Exception):
@@ -219,16 +221,28 @@ class HttpServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._accepted, sock=self.socket,
-                                            limit=MAX_HEADER_BYTES)
+        accepting = asyncio.create_task(self._accept_forever())
         self._started.set()
-        async with server:
-            await self._stopping.wait()
-            server.close()
-            for conn in list(self._connections):
-                conn.writer.transport.abort()
-                if conn.task is not None:
-                    conn.task.cancel()
+        await self._stopping.wait()
+        accepting.cancel()
+        for conn in list(self._connections):
+            self._drop(conn)
+
+    async def _accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(self.socket)
+            except OSError as exc:  # out of file descriptors, say: try again shortly
+                log.warning("accept failed", extra={"error": str(exc)})
+                await asyncio.sleep(0.1)
+                continue
+            sock.setblocking(False)
+            conn = _Connection(sock, None, loop.time())
+            if self._admit(conn):
+                conn.task = loop.create_task(self._connection(conn))
+            else:
+                sock.close()
 
     def _admit(self, conn: _Connection) -> bool:
         """Make room for a new connection by closing the longest-waiting one not in a request.
@@ -243,33 +257,37 @@ class HttpServer:
                 log.warning("connection refused: every connection is busy",
                             extra={"max_connections": self.limits.max_connections})
                 return False
-            oldest = min(waiting, key=lambda c: c.since)
             log.debug("closing the longest-waiting connection to admit a new one",
                       extra={"max_connections": self.limits.max_connections})
-            self._drop(oldest)
+            self._drop(min(waiting, key=lambda c: c.since))
         self._connections.add(conn)
         return True
 
     def _drop(self, conn: _Connection) -> None:
         self._connections.discard(conn)
-        conn.writer.transport.abort()
         if conn.task is not None:
             conn.task.cancel()
+        if not conn.started:  # a task cancelled before its first step never runs its finally
+            conn.sock.close()
 
-    async def _accepted(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
-        conn = _Connection(writer, asyncio.current_task(), loop.time())
-        if not self._admit(conn):
-            writer.transport.abort()
-            return
+        writer: asyncio.StreamWriter | None = None
+        conn.started = True
         try:
-            # The first thing on this connection, before any read: no byte of the
-            # ClientHello can reach the plain reader first.
             web = self.web.current()
-            if web.tls is not None:
-                await writer.start_tls(
-                    web.tls, ssl_handshake_timeout=self.limits.tls_handshake_timeout)
+            first_byte = (self.limits.tls_handshake_timeout if web.tls is not None
+                          else self.limits.read_timeout)
+            # Until the client sends something, it is a bare socket and a timer: no TLS
+            # state (asyncio gives each TLS connection a 256 KiB buffer) and no streams.
+            await _readable(conn.sock, first_byte)
+            web = self.web.current()
+            reader = asyncio.StreamReader(limit=MAX_HEADER_BYTES)
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(reader), conn.sock, ssl=web.tls,
+                ssl_handshake_timeout=(self.limits.tls_handshake_timeout
+                                       if web.tls is not None else None))
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._serve_http(reader, writer, conn)
         except (TimeoutError, _Closed, OSError, ssl.SSLError, asyncio.CancelledError):
             pass
@@ -277,7 +295,10 @@ class HttpServer:
             log.exception("http connection failed")
         finally:
             self._connections.discard(conn)
-            writer.transport.abort()
+            if writer is not None:
+                writer.transport.abort()
+            else:
+                conn.sock.close()
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                           conn: _Connection) -> None:
@@ -366,6 +387,23 @@ class HttpServer:
                 await writer.drain()
         except TimeoutError:
             raise _Closed from None
+
+
+async def _readable(sock: socket.socket, timeout: float) -> None:
+    """Wait until the client sent a byte (or closed), without reading it."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 def _http_date() -> str:
