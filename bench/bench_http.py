@@ -2,13 +2,15 @@
 
 Both run as `python -m exporter run` against one database of `--rows` pgGit rows (a
 realistic page), first in plain HTTP, then with TLS and basic auth from a web config file.
-For each of 0, 50 and 500 idle connections (TCP connected, nothing sent, as a port scanner
-or a stuck load balancer leaves them), `--scrapes` scrapes run one after another, each on a
-new connection (Prometheus's first scrape, or any scrape through the previous server, which
-closed every connection); the new server is also timed on one kept-alive connection, which is
-what Prometheus does from the second scrape on. A scrape that takes longer than `--timeout`
-counts as failed; three in a row end that case. Resident memory and the thread count of the
-process are read from /proc with 500 idle connections open.
+Both processes run at once. For each of 0, 50 and 500 idle connections to each (TCP
+connected, nothing sent, as a port scanner or a stuck load balancer leaves them), `--scrapes`
+rounds run, each scraping every variant once in turn (so the load of a shared machine falls
+on both servers alike): each server on a new connection (Prometheus's first scrape, or any
+scrape through the previous server, which closed every connection), and the new server also
+on one kept-alive connection, which is what Prometheus does from the second scrape on. A
+scrape that takes longer than `--timeout` counts as failed; three in a row end that variant.
+Resident memory and the thread count of each process are read from /proc with the idle
+connections open.
 
 The previous server is the tree of commit PREVIOUS, exported with `git archive` into a
 temporary directory and run from there.
@@ -24,7 +26,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -45,6 +46,9 @@ PREVIOUS = "2969b66"
 ROOT = Path(__file__).resolve().parent.parent
 IDLE = (0, 50, 500)
 PASSWORD = "bench-scrape-pw"
+SETTINGS = {"new": {"web_read_timeout": "10m", "web_tls_handshake_timeout": "10m"}}
+"""The idle clients must stay for the whole case; by default the new server closes them
+after 10 s of silence."""
 AUTH = "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
 
 
@@ -76,7 +80,7 @@ class Exporter:
     """One exporter process from `tree`, plain or behind the web config."""
 
     def __init__(self, tree: Path, dsn: str, workdir: Path, web: Path | None,
-                 tls: ssl.SSLContext | None):
+                 tls: ssl.SSLContext | None, settings: dict[str, Any]):
         workdir.mkdir(parents=True)
         self.port = free_port()
         self.tls = tls
@@ -86,6 +90,7 @@ class Exporter:
             "databases": [{"name": "main", "dsn": dsn, "password_env": common.PASSWORD_ENV}]}
         if web is not None:
             data["web_config_file"] = str(web)
+        data.update(settings)
         cfg = workdir / "pggit-exporter.yml"
         cfg.write_text(yaml.safe_dump(data))
         self.log = (workdir / "exporter.log").open("wb")
@@ -161,62 +166,88 @@ def idle_connections(port: int, n: int) -> Iterator[list[socket.socket]]:
             s.close()
 
 
-def scrape_times(exporter: Exporter, scrapes: int, timeout: float,
-                 keep_alive: bool) -> dict[str, Any]:
-    times: list[float] = []
-    failed = in_a_row = 0
-    conn = exporter.connection(timeout) if keep_alive else None
-    for _ in range(scrapes):
+class Variant:
+    """One way of scraping one server; scrapes of all variants alternate, so load on the
+    shared machine falls on each alike."""
+
+    def __init__(self, exporter: Exporter, timeout: float, keep_alive: bool):
+        self.exporter = exporter
+        self.timeout = timeout
+        self.keep_alive = keep_alive
+        self.conn: http.client.HTTPConnection | None = None
+        self.times: list[float] = []
+        self.failed = self.in_a_row = 0
+
+    @property
+    def given_up(self) -> bool:
+        return self.in_a_row >= 3
+
+    def scrape(self) -> None:
         t = time.perf_counter()
         try:
-            c = conn or exporter.connection(timeout)
-            status, _, _ = exporter.get(c, "/metrics")
-            if conn is None:
-                c.close()
+            if self.conn is None:
+                self.conn = self.exporter.connection(self.timeout)
+            status, _, _ = self.exporter.get(self.conn, "/metrics")
             ok = status == 200
         except (OSError, http.client.HTTPException):
             ok = False
-            if conn is not None:
-                conn.close()
-                conn = exporter.connection(timeout)
+        if not ok or not self.keep_alive:
+            self.close()
         if ok:
-            times.append((time.perf_counter() - t) * 1000)
-            in_a_row = 0
+            self.times.append((time.perf_counter() - t) * 1000)
+            self.in_a_row = 0
         else:
-            failed += 1
-            in_a_row += 1
-            if in_a_row == 3:
-                break
-    if conn is not None:
-        conn.close()
-    out: dict[str, Any] = {"answered": len(times), "failed": failed}
-    if times:
-        summary = common.summarize(times)
-        out.update(median_ms=round(summary["median"], 2), p99_ms=round(summary["p99"], 2))
-    return out
+            self.failed += 1
+            self.in_a_row += 1
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def result(self) -> dict[str, Any]:
+        self.close()
+        out: dict[str, Any] = {"answered": len(self.times), "failed": self.failed}
+        if self.times:
+            summary = common.summarize(self.times)
+            out.update(median_ms=round(summary["median"], 2), p99_ms=round(summary["p99"], 2))
+        return out
 
 
-def measure(name: str, tree: Path, dsn: str, workdir: Path, web: Path | None,
-            tls: ssl.SSLContext | None, scrapes: int, timeout: float,
-            keep_alive: bool) -> dict[str, Any]:
-    exporter = Exporter(tree, dsn, workdir / name, web, tls)
+def measure(trees: dict[str, Path], dsn: str, workdir: Path, web: Path | None,
+            tls: ssl.SSLContext | None, scrapes: int, timeout: float) -> dict[str, Any]:
+    """Both servers at once; for each idle count, their scrapes alternate."""
+    exporters = {name: Exporter(tree, dsn, workdir / name, web, tls, SETTINGS.get(name, {}))
+                 for name, tree in trees.items()}
     try:
-        version = exporter.wait_ready()
-        result: dict[str, Any] = {"http_version": f"HTTP/{version / 10:.1f}", "idle": {}}
+        result: dict[str, Any] = {
+            name: {"http_version": f"HTTP/{e.wait_ready() / 10:.1f}", "idle": {}}
+            for name, e in exporters.items()}
         for n in IDLE:
-            with idle_connections(exporter.port, n) as opened:
-                case: dict[str, Any] = {"opened": len(opened)}
-                case["new_connection"] = scrape_times(exporter, scrapes, timeout, False)
-                if keep_alive:
-                    case["kept_alive"] = scrape_times(exporter, scrapes, timeout, True)
-                status = exporter.proc_status()
-                case["rss_mb"] = round(status["VmRSS"] / 1024, 1)
-                case["threads"] = status["Threads"]
-            result["idle"][str(n)] = case
-            print(f"  {name} idle={n}: {case}", flush=True)
+            with contextlib.ExitStack() as stack:
+                opened = {name: stack.enter_context(idle_connections(e.port, n))
+                          for name, e in exporters.items()}
+                statuses = {name: e.proc_status() for name, e in exporters.items()}
+                variants = {(name, "new_connection"): Variant(e, timeout, False)
+                            for name, e in exporters.items()}
+                variants[("new", "kept_alive")] = Variant(exporters["new"], timeout, True)
+                for _ in range(scrapes):
+                    for variant in variants.values():
+                        if not variant.given_up:
+                            variant.scrape()
+                for name, status in statuses.items():
+                    case: dict[str, Any] = {"opened": len(opened[name]),
+                                            "rss_mb": round(status["VmRSS"] / 1024, 1),
+                                            "threads": status["Threads"]}
+                    for (server, how), variant in variants.items():
+                        if server == name:
+                            case[how] = variant.result()
+                    result[name]["idle"][str(n)] = case
+                    print(f"  {name} idle={n}: {case}", flush=True)
         return result
     finally:
-        exporter.close()
+        for e in exporters.values():
+            e.close()
 
 
 def run(server: common.BenchServer, rows: int, scrapes: int, timeout: float) -> dict[str, Any]:
@@ -224,18 +255,13 @@ def run(server: common.BenchServer, rows: int, scrapes: int, timeout: float) -> 
     dsn = server.exporter_dsn(gen.dbname)
     with tempfile.TemporaryDirectory(prefix="pggit-bench-http-") as tmp:
         work = Path(tmp)
-        previous = export_previous(work)
+        trees = {"new": ROOT, "previous": export_previous(work)}
         web, tls = make_web_config(work)
         out: dict[str, Any] = {"rows": rows, "scrapes": scrapes, "timeout_s": timeout,
                                "previous": PREVIOUS}
         for mode, web_file, context in (("plain", None, None), ("tls_basic_auth", web, tls)):
-            out[mode] = {
-                "new": measure(f"new-{mode}", ROOT, dsn, work, web_file, context, scrapes,
-                               timeout, True),
-                "previous": measure(f"previous-{mode}", previous, dsn, work, web_file,
-                                    context, scrapes, timeout, False),
-            }
-        shutil.rmtree(previous, ignore_errors=True)
+            print(f"== {mode}", flush=True)
+            out[mode] = measure(trees, dsn, work / mode, web_file, context, scrapes, timeout)
     return out
 
 
