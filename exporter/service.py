@@ -70,7 +70,8 @@ class Service:
 
     @property
     def pollers(self) -> list[DatabasePoller]:
-        return [unit.poller for unit in self.units.values()]
+        """A copy: a reload may change the units while a request reads them."""
+        return [unit.poller for unit in list(self.units.values())]
 
     def build(self, db_cfg: Any) -> Unit:
         """A database's poller and senders, wired but neither loaded nor started."""

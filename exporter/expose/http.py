@@ -319,7 +319,11 @@ class HttpServer:
                 return
             conn.busy = True
             web = self.web.current()
-            response = await loop.run_in_executor(self._pool, self.handler, request, web)
+            try:
+                response = await loop.run_in_executor(self._pool, self.handler, request, web)
+            except Exception:
+                log.exception("request failed", extra={"path": request.path})
+                response = Response(500, b"Internal Server Error\n")
             await self._send(http, writer, request.method, response)
             if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
                 return
