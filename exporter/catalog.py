@@ -209,6 +209,12 @@ _METRICS: tuple[Metric, ...] = (
     Metric("pggit_exporter_silence_sync_errors_total", "counter",
            "Failed attempts to keep Alertmanager silences in step with pgGit snoozes.", (),
            "exporter"),
+    Metric("pggit_exporter_config_last_reload_successful", "gauge",
+           "1 if the configuration and web config files on disk are in force, 0 if the last "
+           "reload or web config re-read was rejected.", (), "exporter", per_database=False),
+    Metric("pggit_exporter_config_last_reload_success_timestamp_seconds", "gauge",
+           "When the configuration was last loaded successfully (Unix time).", (), "exporter",
+           per_database=False),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _METRICS}

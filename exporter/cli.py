@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__, config, logs
 
@@ -105,27 +106,45 @@ def run(path: Path | None) -> int:
     logs.setup(cfg.log_format, cfg.log_level)
     from exporter.service import Service
     try:
-        service = Service(cfg)
+        service = Service(cfg, path, reloadable=True)
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc), "listen": cfg.listen})
         return 1
     return serve(service)
 
 
-def serve(service: object, duration: float | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or `duration`), then stop everything it started."""
-    stop = threading.Event()
+def serve(service: Any, duration: float | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or `duration`), reloading on SIGHUP; then stop everything.
+
+    The handlers only set flags: a reload stops and starts threads, which is no work for a
+    signal handler interrupting arbitrary code.
+    """
+    stop, hangup, wake = threading.Event(), threading.Event(), threading.Event()
     deadline = None if duration is None else time.monotonic() + duration
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
         stop.set()
+        wake.set()
+
+    def on_hangup(_signum: int, _frame: object) -> None:
+        hangup.set()
+        wake.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     service.start()
     try:
-        while not stop.wait(0.2):
+        while True:
+            wake.wait(0.2)
+            wake.clear()
+            if hangup.is_set() and not stop.is_set():
+                hangup.clear()
+                log.info("signal received, reloading", extra={"signal": "SIGHUP"})
+                service.reloader.reload()
+            if stop.is_set():
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:

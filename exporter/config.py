@@ -486,6 +486,18 @@ class Config(_Model):
         "from its own directory.", env="WEB_CONFIG_FILE",
         default_doc="none (plain HTTP, no auth)",
         example="/etc/pggit-exporter/web-config.yml")
+    web_max_connections: Count = setting(
+        512, "Most open HTTP connections. Connections are bounded and every step has a "
+        "deadline, so idle, slow or half-open clients cannot take the endpoint away from "
+        "Prometheus; at the bound, the connection waiting longest without a request in "
+        "progress is closed to admit the new one.")
+    web_tls_handshake_timeout: Duration = setting(
+        10.0, "Time a client has to complete the TLS handshake.")
+    web_read_timeout: Duration = setting(
+        10.0, "Time a client has to send a whole request once it has started, and to take "
+        "the response.")
+    web_idle_timeout: Duration = setting(
+        120.0, "Time a kept-alive connection may wait for its next request.")
     state_dir: Directory = setting(
         Path("/var/lib/pggit-exporter"), "Where read positions and counter totals are "
         "checkpointed (one JSON file per database, written atomically), so that a restart or "

@@ -400,9 +400,11 @@ class DatabasePoller:
         works on copies and only swaps them in, so what is handed over never changes."""
         agg, gauges, enabled = self.agg, self.gauges, self.enabled
         prefix = (self.name,)
-        counters = tuple(c for m in self.mappings if enabled.get(m.collector)
-                         for c in m.counters)
-        tables = {m.table for m in self.mappings if enabled.get(m.collector)}
+        # Before the first discovery (`enabled` empty) the checkpoint's counts are shown as
+        # they are, so a restart or reload never makes a series blink out.
+        shown = [m for m in self.mappings if enabled.get(m.collector, not enabled)]
+        counters = tuple(c for m in shown for c in m.counters)
+        tables = {m.table for m in shown}
         for part in families.from_aggregates(agg, prefix, counters):
             # A disabled collector's counts stay in the checkpoint, in case it comes back,
             # but are not shown: its table is gone or no longer read.

@@ -8,85 +8,143 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from exporter import __version__
 from exporter.config import Config
 from exporter.db import Database
 from exporter.expose import web_config
-from exporter.expose.http import HttpServer
+from exporter.expose.http import HttpServer, Limits
 from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.poller import DatabasePoller
+from exporter.reload import Reloader
 from exporter.send.forwarder import TraceForwarder, tracing_enabled
 from exporter.send.metrics import MetricsPusher, build_exporter, metrics_enabled
 
 log = logging.getLogger("exporter.service")
 
 
-class Service:
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.web = (web_config.load(cfg.web_config_file) if cfg.web_config_file
-                    else web_config.WebConfig())
-        self.exposition = Exposition()
-        self.self_metrics = SelfMetrics(self.exposition.registry)
-        self.databases: list[Database] = []
-        self.pollers: list[DatabasePoller] = []
-        self.components: list[Any] = []
-        for db_cfg in cfg.databases:
-            database = Database(db_cfg)
-            poller = DatabasePoller(cfg, db_cfg, database, self.self_metrics, self.exposition)
-            self.databases.append(database)
-            self.pollers.append(poller)
-            self.exposition.add_source(poller.collect)
-            self._add_senders(db_cfg, database, poller)
-        self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web)
-        if metrics_enabled(cfg.metrics, os.environ):
-            self.components.append(MetricsPusher(
-                self.exposition.parts, build_exporter(cfg.metrics), cfg.metrics.interval))
+@dataclass
+class Unit:
+    """Everything that serves one database, so a reload can start or stop it as one."""
 
-    def _add_senders(self, db_cfg: Any, database: Database, poller: DatabasePoller) -> None:
-        """Trace forwarding and snooze silences, when configured, share the database's pool."""
-        if tracing_enabled(self.cfg.traces, os.environ):
-            forwarder = TraceForwarder(
-                db_cfg.name, database.connect, db_cfg.schema, db_cfg.table, self.cfg.traces,
-                self.cfg.state_dir, self.self_metrics, self.exposition.changed,
-                self.cfg.span_buckets, poller.cap, db_cfg.name,
-                poll_interval=self.cfg.poll_interval)
-            self.components.append(forwarder)
-            self.exposition.add_source(forwarder.collect)
-        if self.cfg.silences.enabled:
-            from exporter.silences import SnoozeSilencer
-
-            self.components.append(SnoozeSilencer(
-                db_cfg.name, database.connect, database.table("alert_snooze"), self.cfg.silences,
-                self.self_metrics))
+    database: Database
+    poller: DatabasePoller
+    components: list[Any] = field(default_factory=list)
+    sources: list[Any] = field(default_factory=list)
 
     def start(self) -> None:
-        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        for poller in self.pollers:
-            poller.load()
-        self.http.start()
-        for poller in self.pollers:
-            poller.start()
+        self.poller.start()
         for component in self.components:
             component.start()
-        host, _ = self.cfg.listen_address
-        log.info("listening", extra={"address": f"{host}:{self.http.port}",
-                                     "version": __version__,
-                                     "databases": ",".join(p.name for p in self.pollers),
-                                     "tls": self.web.tls is not None,
-                                     "basic_auth": bool(self.web.users)})
 
     def stop(self) -> None:
         for component in self.components:
             component.stop()
-        for poller in self.pollers:
-            poller.stop()
+        self.poller.stop()
+        self.database.close()
+
+
+def limits(cfg: Config) -> Limits:
+    return Limits(cfg.web_max_connections, cfg.web_tls_handshake_timeout,
+                  cfg.web_read_timeout, cfg.web_idle_timeout)
+
+
+class Service:
+    def __init__(self, cfg: Config, config_path: Path | None = None,
+                 reloadable: bool = False):
+        """`config_path` and the environment are read again on reload, if `reloadable`."""
+        self.cfg = cfg
+        self.reloader = Reloader(self, config_path, reloadable)
+        self.web = web_config.Watcher(cfg.web_config_file, self.reloader.web_result)
+        self.exposition = Exposition()
+        self.self_metrics = SelfMetrics(self.exposition.registry)
+        self.exposition.add_source(self.reloader.collect)
+        self.units: dict[str, Unit] = {}
+        for db_cfg in cfg.databases:
+            self.units[db_cfg.name] = self.build(db_cfg)
+        self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web,
+                               limits(cfg), self.reloader.reload)
+        self.pusher = (MetricsPusher(self.exposition.parts, build_exporter(cfg.metrics),
+                                     cfg.metrics.interval)
+                       if metrics_enabled(cfg.metrics, os.environ) else None)
+
+    @property
+    def pollers(self) -> list[DatabasePoller]:
+        """A copy: a reload may change the units while a request reads them."""
+        return [unit.poller for unit in list(self.units.values())]
+
+    def build(self, db_cfg: Any) -> Unit:
+        """A database's poller and senders, wired but neither loaded nor started."""
+        database = Database(db_cfg)
+        poller = DatabasePoller(self.cfg, db_cfg, database, self.self_metrics, self.exposition)
+        unit = Unit(database, poller, sources=[poller.collect])
+        self._add_senders(unit, db_cfg)
+        return unit
+
+    def _add_senders(self, unit: Unit, db_cfg: Any) -> None:
+        """Trace forwarding and snooze silences, when configured, share the database's pool."""
+        if tracing_enabled(self.cfg.traces, os.environ):
+            forwarder = TraceForwarder(
+                db_cfg.name, unit.database.connect, db_cfg.schema, db_cfg.table,
+                self.cfg.traces, self.cfg.state_dir, self.self_metrics,
+                self.exposition.changed, self.cfg.span_buckets, unit.poller.cap, db_cfg.name,
+                poll_interval=self.cfg.poll_interval)
+            unit.components.append(forwarder)
+            unit.sources.append(forwarder.collect)
+        if self.cfg.silences.enabled:
+            from exporter.silences import SnoozeSilencer
+
+            unit.components.append(SnoozeSilencer(
+                db_cfg.name, unit.database.connect, unit.database.table("alert_snooze"),
+                self.cfg.silences, self.self_metrics))
+
+    def swap(self, name: str, unit: Unit | None) -> None:
+        """Put `unit` in place of the running one called `name` (either may be absent).
+
+        The old one stops first, so its last checkpoint is on disk before the new one loads
+        it: counts carry over exactly. Its published state stays on the page until the new
+        one's replaces it in one step.
+        """
+        old = self.units.pop(name, None)
+        if old is not None:
+            old.stop()
+        if unit is None:
+            self.self_metrics.remove(name)
+        if unit is not None:
+            unit.poller.load()
+            self.units[name] = unit
+        self.exposition.replace_sources(old.sources if old else [],
+                                        unit.sources if unit else [])
+        if unit is not None:
+            unit.start()
+
+    def start(self) -> None:
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        for unit in self.units.values():
+            unit.poller.load()
+            self.exposition.replace_sources([], unit.sources)
+        self.http.start()
+        for unit in self.units.values():
+            unit.start()
+        if self.pusher is not None:
+            self.pusher.start()
+        host, _ = self.cfg.listen_address
+        log.info("listening", extra={"address": f"{host}:{self.http.port}",
+                                     "version": __version__,
+                                     "databases": ",".join(p.name for p in self.pollers),
+                                     "tls": self.web.current().tls is not None,
+                                     "basic_auth": bool(self.web.current().users)})
+
+    def stop(self) -> None:
+        if self.pusher is not None:
+            self.pusher.stop()
+        for unit in self.units.values():
+            unit.stop()
         self.http.stop()
-        for database in self.databases:
-            database.close()
         log.info("stopped")
 
     def status(self) -> dict[str, Any]:

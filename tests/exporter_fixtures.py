@@ -93,8 +93,9 @@ class InProcess:
     """The exporter's Service in this process, on a free port."""
 
     def __init__(self, cfg_path: Path):
+        self.cfg_path = cfg_path
         self.cfg = config.load(cfg_path, {})
-        self.service = Service(self.cfg)
+        self.service = Service(self.cfg, cfg_path, reloadable=True)
         self.service.start()
 
     @property
@@ -140,14 +141,16 @@ def run_exporter(tmp_path: Path) -> Iterator[Callable[..., InProcess]]:
 class ExporterProcess:
     """`python -m exporter run` as a child process."""
 
-    def __init__(self, cfg_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, cfg_path: Path, env: dict[str, str] | None = None,
+                 ready: Callable[[int], Any] | None = None):
         self.cfg_path = cfg_path
         self.port = int(config.load(cfg_path, {}).listen.rpartition(":")[2])
         self.log = cfg_path.with_suffix(".log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config", str(cfg_path)],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        wait_for(lambda: scrape(self.port), 30, what="exporter process to serve /metrics")
+        wait_for(lambda: (ready or scrape)(self.port), 30,
+                 what="exporter process to serve /metrics")
 
     def samples(self) -> Samples:
         return parse(scrape(self.port))

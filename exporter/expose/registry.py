@@ -70,8 +70,13 @@ class Exposition:
         self._pages: dict[tuple[bool, str] | str, _Page] = {}
 
     def add_source(self, source: Source) -> None:
-        self._sources.append(source)
-        self.changed()
+        self.replace_sources([], [source])
+
+    def replace_sources(self, old: list[Source], new: list[Source]) -> None:
+        """Swap sources in one step, so no page shows both (duplicates) or neither (a gap)."""
+        with self._lock:
+            self._sources = [s for s in self._sources if s not in old] + new
+            self._generation += 1
 
     def parts(self) -> list[Part]:
         """What every source has published, the build info first (also pushed over OTLP)."""

@@ -7,8 +7,11 @@ and bcrypt-hashed basic auth users. Reading the same format means no new thing t
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ import bcrypt
 import yaml
 
 from exporter.config import ConfigError, yaml_error
+
+log = logging.getLogger("exporter.web_config")
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -43,6 +48,8 @@ class WebConfig:
     tls: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    files: tuple[Path, ...] = ()
+    """The files this config was read from: itself, and the certificates and keys it names."""
     _verified: set[bytes] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,7 +85,7 @@ def load(path: Path) -> WebConfig:
     for key in sorted(set(data) - {"tls_server_config", "basic_auth_users",
                                    "http_server_config"}):
         problems.append(f"web_config_file.{key}: unknown key")
-    cfg = WebConfig()
+    cfg = WebConfig(files=(path,))
     users = data.get("basic_auth_users") or {}
     if not isinstance(users, dict):
         problems.append(
@@ -92,6 +99,9 @@ def load(path: Path) -> WebConfig:
     tls = data.get("tls_server_config")
     if tls is not None:
         cfg.tls = _tls(tls, path.parent, problems)
+        if isinstance(tls, dict):
+            cfg.files += tuple(path.parent / str(tls[k]) for k in
+                               ("cert_file", "key_file", "client_ca_file") if tls.get(k))
     server = data.get("http_server_config")
     if server is not None:
         cfg.headers = _http_server(server, problems)
@@ -170,3 +180,69 @@ def _http_server(server: Any, problems: list[str]) -> dict[str, str]:
         else:
             out[name] = value
     return out
+
+
+Signature = tuple[tuple[int, int, int] | None, ...]
+
+
+def _signature(files: tuple[Path, ...]) -> Signature:
+    """What changes when any of the files is rewritten, replaced or renamed over."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+class Watcher:
+    """The web config in force, re-read when its file or a certificate it names changes.
+
+    exporter-toolkit re-reads the file and the certificates for every new connection, so a
+    certificate rotated by cert-manager or a Vault agent applies without a restart. Doing
+    the same here costs a few stat() calls per connection; the files are only parsed again
+    when one of them changed. A file that no longer loads is logged once and the last good
+    config stays in force, rather than every handshake failing until someone notices.
+    """
+
+    def __init__(self, path: Path | None,
+                 on_result: Callable[[bool], None] | None = None):
+        self.path = path
+        self.on_result = on_result
+        self._lock = threading.Lock()
+        self._config = load(path) if path is not None else WebConfig()
+        self._seen = _signature(self._config.files)
+
+    def current(self) -> WebConfig:
+        """The config for a new connection, re-read first if a file changed."""
+        if self.path is None:
+            return self._config
+        with self._lock:
+            seen = _signature(self._config.files)
+            if seen == self._seen:
+                return self._config
+            self._seen = seen
+            try:
+                config = load(self.path)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("web config changed but cannot be used; keeping the previous one",
+                              extra={"problem": problem})
+                ok = False
+            else:
+                self._config, self._seen = config, _signature(config.files)
+                log.info("web config re-read", extra={"path": str(self.path),
+                                                      "tls": config.tls is not None})
+                ok = True
+        if self.on_result is not None:
+            self.on_result(ok)
+        return self._config
+
+    def replace(self, path: Path | None, config: WebConfig) -> None:
+        """Put a config loaded (and checked) by a reload in force."""
+        with self._lock:
+            self.path, self._config = path, config
+            self._seen = _signature(config.files)
