@@ -267,6 +267,10 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
     if "password" in params and not from_env:
         r.problem(r.key("dsn"), "must not contain a password; use password_file or password_env")
     name = r.string("name", str(params.get("dbname") or "default"))
+    password_file = r.path_("password_file")
+    credential = r.string("password_credential")
+    if credential is not None:
+        password_file = _credential(credential, r, password_file)
     tables = r.string_map("tables")
     for table in sorted(set(tables) - set(TABLES)):
         r.problem(f"{r.key('tables')}.{table}", "unknown pgGit table")
@@ -276,7 +280,7 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
     db = DatabaseConfig(
         name=name,
         dsn=dsn or "",
-        password_file=r.path_("password_file"),
+        password_file=password_file,
         password_env=r.string("password_env"),
         schema=r.string("schema", "pggit"),
         tables=tables,
@@ -295,6 +299,21 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
         r.problem(r.key("password_file"), f"file {str(db.password_file)!r} does not exist")
     r.finish()
     return db if dsn is not None else None
+
+
+def _credential(name: str, r: _Reader, password_file: Path | None) -> Path | None:
+    """systemd's LoadCredential=: the file `name` in $CREDENTIALS_DIRECTORY."""
+    key = r.key("password_credential")
+    if password_file is not None:
+        r.problem(key, "give password_file or password_credential, not both")
+    elif "/" in name or name in (".", ".."):
+        r.problem(key, f"must be a credential name, not a path: {name!r}")
+    elif not os.environ.get("CREDENTIALS_DIRECTORY"):
+        r.problem(key, "$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with "
+                       f"LoadCredential={name}:/path/to/file (see deploy/systemd)")
+    else:
+        return Path(os.environ["CREDENTIALS_DIRECTORY"]) / name
+    return password_file
 
 
 _POSIX_OR_OFFSET = re.compile(
