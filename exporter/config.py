@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from exporter.catalog import METRICS
+
 DEFAULT_LISTEN = "0.0.0.0:9863"
 
 # 100 µs to 60 s: pgGit operations range from index lookups to whole-schema merges.
@@ -59,6 +61,7 @@ class DatabaseConfig:
     backfill_statement_timeout: float = 600.0
     connect_timeout: float = 5.0
     application_name: str = "pggit-exporter"
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def table(self, name: str) -> str:
         return self.tables.get(name, name)
@@ -290,6 +293,7 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
         backfill_statement_timeout=r.duration("backfill_statement_timeout", 600.0),
         connect_timeout=r.duration("connect_timeout", 5.0),
         application_name=r.string("application_name", "pggit-exporter"),
+        labels=_static_labels(r),
     )
     if db.timezone is not None:
         problem = _timezone_problem(db.timezone)
@@ -299,6 +303,35 @@ def _database(data: Any, path: str, problems: list[str], from_env: bool) -> Data
         r.problem(r.key("password_file"), f"file {str(db.password_file)!r} does not exist")
     r.finish()
     return db if dsn is not None else None
+
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Labels the exporter writes itself: a static label of the same name would make two values
+# for one label on a series.
+EXPORTER_LABELS = frozenset(
+    {name for m in METRICS.values() for name in m.all_labels} | {"le", "quantile"})
+# Set by Prometheus on every scraped series; an exported one is renamed `exported_<name>`.
+TARGET_LABELS = frozenset({"job", "instance"})
+
+
+def _static_labels(r: _Reader) -> dict[str, str]:
+    """`labels: {cluster: eu-1}`: constant labels for every series of this database."""
+    labels = r.string_map("labels")
+    key = r.key("labels")
+    for name in sorted(labels):
+        if not _LABEL_NAME.match(name):
+            r.problem(f"{key}.{name}",
+                      "is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+        elif name.startswith("__"):
+            r.problem(f"{key}.{name}", "names starting with __ are reserved by Prometheus")
+        elif name in EXPORTER_LABELS:
+            r.problem(f"{key}.{name}", f"clashes with the exporter's own label {name!r}")
+        elif name in TARGET_LABELS:
+            r.problem(f"{key}.{name}", f"Prometheus sets {name!r} on every scraped series; "
+                                       "set it in the scrape config instead")
+        elif not labels[name]:
+            r.problem(f"{key}.{name}", "must not be empty (an empty label is no label)")
+    return labels
 
 
 def _credential(name: str, r: _Reader, password_file: Path | None) -> Path | None:

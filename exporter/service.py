@@ -28,7 +28,7 @@ class Service:
         self.cfg = cfg
         self.web = (web_config.load(cfg.web_config_file) if cfg.web_config_file
                     else web_config.WebConfig())
-        self.exposition = Exposition()
+        self.exposition = Exposition({db.name: db.labels for db in cfg.databases})
         self.self_metrics = SelfMetrics(self.exposition.registry)
         self.databases: list[Database] = []
         self.pollers: list[DatabasePoller] = []
@@ -50,7 +50,7 @@ class Service:
                 db_cfg.name, database.connect, db_cfg.schema, db_cfg.table, self.cfg.traces,
                 self.cfg.state_dir, self.self_metrics, self.exposition.changed,
                 self.cfg.span_buckets, poller.cap, db_cfg.name,
-                poll_interval=self.cfg.poll_interval)
+                poll_interval=self.cfg.poll_interval, resource_attributes=db_cfg.labels)
             self.components.append(forwarder)
             self.exposition.add_source(forwarder.collect)
         if self.cfg.silences.enabled:

@@ -25,7 +25,8 @@ from prometheus_client.openmetrics.exposition import ESCAPING_HEADER_TAG, UNDERS
 
 from exporter import __version__
 from exporter.expose.families import Part, Series
-from exporter.expose.text import Encoder
+from exporter.expose.static_labels import Relabelled
+from exporter.expose.text import Encoder, StaticLabels
 
 Source = Callable[[], Iterable[Part]]
 
@@ -54,10 +55,15 @@ def _escaping(content_type: str) -> str:
 
 
 class Exposition:
-    def __init__(self) -> None:
+    def __init__(self, static_labels: StaticLabels | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self.static_labels = {db: labels for db, labels in (static_labels or {}).items()
+                              if labels}
+        # Without static labels prometheus_client renders its registry as it always has.
+        self._client_view = (Relabelled(self.registry, self.static_labels)
+                             if self.static_labels else self.registry)
         self._sources: list[Source] = []
         self._build = Series("pggit_exporter_build_info",
                              {(__version__, sys.version.split()[0]): 1.0})
@@ -89,7 +95,7 @@ class Exposition:
         with self._lock:
             page = self._pages.get(key)
             if page is None:
-                page = self._pages[key] = _Page(Encoder(*key))
+                page = self._pages[key] = _Page(Encoder(*key, self.static_labels))
         with page.lock:
             with self._lock:
                 generation = self._generation
@@ -97,7 +103,7 @@ class Exposition:
                 parts: list[Part] = [self._build]
                 for source in list(self._sources):
                     parts.extend(source())
-                page.body = page.encoder.encode(parts) + client_encoder(self.registry)
+                page.body = page.encoder.encode(parts) + client_encoder(self._client_view)
                 page.generation, page.gzipped = generation, None
             if not compressed:
                 return page.body, content_type
