@@ -105,6 +105,9 @@ def check_config(path: Path | None) -> int:
     if cfg is None:
         return EXIT_CONFIG
     print(f"configuration OK: {len(cfg.databases)} database(s), listen {cfg.listen}")
+    if cfg.shard is not None:
+        names = ", ".join(db.name for db in cfg.owned_databases) or "none"
+        print(f"shard {cfg.shard.index} of 0..{cfg.shard.total - 1} reads: {names}")
     return 0
 
 

@@ -11,6 +11,7 @@ import difflib
 import math
 import os
 import re
+import socket
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from exporter import shard
 from exporter.catalog import METRICS
 
 DEFAULT_LISTEN = "0.0.0.0:9863"
@@ -100,6 +102,12 @@ class SilencesConfig:
 
 
 @dataclass(frozen=True)
+class ShardConfig:
+    index: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Config:
     databases: tuple[DatabaseConfig, ...]
     listen: str = DEFAULT_LISTEN
@@ -121,6 +129,15 @@ class Config:
     retry_backoff_max: float = 30.0
     traces: TracesConfig = field(default_factory=TracesConfig)
     silences: SilencesConfig = field(default_factory=SilencesConfig)
+    shard: ShardConfig | None = None
+
+    @property
+    def owned_databases(self) -> tuple[DatabaseConfig, ...]:
+        """The databases this process reads: all of them, or its shard's share."""
+        if self.shard is None:
+            return self.databases
+        return tuple(db for db in self.databases
+                     if shard.owner(db.name, self.shard.total) == self.shard.index)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -407,6 +424,30 @@ def _traces(data: Any, problems: list[str]) -> TracesConfig:
     return cfg
 
 
+def _shard(data: Any, problems: list[str]) -> ShardConfig | None:
+    """`shard: {total: N, index: i}`; without index, the StatefulSet ordinal of the host."""
+    if data is None:
+        return None
+    r = _Reader(data, "shard", problems)
+    total = r.integer("total", 0)
+    if not r.has("total"):
+        r.problem("shard.total", "is required (the number of replicas sharing this config)")
+    index = r.integer("index", -1, minimum=0)
+    source = ""
+    if not r.has("index"):
+        host = socket.gethostname()
+        found = shard.ordinal(host)
+        if found is None:
+            r.problem("shard.index", f"not set, and the host name {host!r} ends in no -N "
+                                     "ordinal to take it from (as StatefulSet pods do)")
+        else:
+            index, source = found, f" (from the host name {host!r})"
+    if total and index >= total:
+        r.problem("shard.index", f"{index}{source} must be below shard.total ({total})")
+    r.finish()
+    return ShardConfig(index, total) if total and 0 <= index < total else None
+
+
 def _protocol(v: Any) -> str:
     if v not in ("grpc", "http/protobuf"):
         raise ValueError
@@ -538,6 +579,7 @@ def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False)
         retry_backoff_max=r.duration("retry_backoff_max", 30.0),
         traces=_traces(r.raw("traces"), problems),
         silences=_silences(r.raw("silences"), problems),
+        shard=_shard(r.raw("shard"), problems),
     )
     if cfg.web_config_file is not None and not cfg.web_config_file.is_file():
         r.problem("web_config_file", f"file {str(cfg.web_config_file)!r} does not exist")

@@ -33,7 +33,7 @@ class Service:
         self.databases: list[Database] = []
         self.pollers: list[DatabasePoller] = []
         self.components: list[Any] = []
-        for db_cfg in cfg.databases:
+        for db_cfg in cfg.owned_databases:
             database = Database(db_cfg)
             poller = DatabasePoller(cfg, db_cfg, database, self.self_metrics, self.exposition)
             self.databases.append(database)
