@@ -216,3 +216,20 @@ def test_memory_request_covers_the_measured_peak() -> None:
 def test_image_tag_is_the_package_version(rendered: list[dict[str, Any]]) -> None:
     from exporter import __version__
     assert container(rendered)["image"].rsplit(":", 1)[1] == __version__
+
+
+def test_readme_kubernetes_commands_render(tmp_path: Path) -> None:
+    """The README's snippet as written, with `apply` swapped for `kustomize` (no cluster)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in readme.split("```sh\n")[1:] if "kubectl apply -k" in b)
+    commands = [line.split("  #")[0] for line in block.split("```")[0].splitlines()]
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (CI installs it: .ci/run)")
+    for command in commands:
+        command = command.replace("kubectl apply -k", f"{kubectl} kustomize")
+        done = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+    assert "kind: StatefulSet" in done.stdout
