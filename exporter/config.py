@@ -130,6 +130,7 @@ class Config:
     traces: TracesConfig = field(default_factory=TracesConfig)
     silences: SilencesConfig = field(default_factory=SilencesConfig)
     shard: ShardConfig | None = None
+    replica: str | None = None
 
     @property
     def owned_databases(self) -> tuple[DatabaseConfig, ...]:
@@ -329,6 +330,7 @@ EXPORTER_LABELS = frozenset(
     {name for m in METRICS.values() for name in m.all_labels} | {"le", "quantile"})
 # Set by Prometheus on every scraped series; an exported one is renamed `exported_<name>`.
 TARGET_LABELS = frozenset({"job", "instance"})
+REPLICA_LABEL = "replica"
 
 
 def _static_labels(r: _Reader) -> dict[str, str]:
@@ -343,6 +345,9 @@ def _static_labels(r: _Reader) -> dict[str, str]:
             r.problem(f"{key}.{name}", "names starting with __ are reserved by Prometheus")
         elif name in EXPORTER_LABELS:
             r.problem(f"{key}.{name}", f"clashes with the exporter's own label {name!r}")
+        elif name == REPLICA_LABEL:
+            r.problem(f"{key}.{name}", "is set by the top-level `replica` setting, on every "
+                                       "series of the process")
         elif name in TARGET_LABELS:
             r.problem(f"{key}.{name}", f"Prometheus sets {name!r} on every scraped series; "
                                        "set it in the scrape config instead")
@@ -482,6 +487,7 @@ ENV_KEYS = {
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
     "START_POSITION": "start_position",
+    "REPLICA": "replica",
 }
 
 
@@ -580,6 +586,7 @@ def parse(data: dict[str, Any], problems: list[str], dsn_from_env: bool = False)
         traces=_traces(r.raw("traces"), problems),
         silences=_silences(r.raw("silences"), problems),
         shard=_shard(r.raw("shard"), problems),
+        replica=r.string("replica"),
     )
     if cfg.web_config_file is not None and not cfg.web_config_file.is_file():
         r.problem("web_config_file", f"file {str(cfg.web_config_file)!r} does not exist")

@@ -28,7 +28,8 @@ class Service:
         self.cfg = cfg
         self.web = (web_config.load(cfg.web_config_file) if cfg.web_config_file
                     else web_config.WebConfig())
-        self.exposition = Exposition({db.name: db.labels for db in cfg.databases})
+        self.exposition = Exposition({db.name: db.labels for db in cfg.databases},
+                                     {"replica": cfg.replica} if cfg.replica else None)
         self.self_metrics = SelfMetrics(self.exposition.registry)
         self.databases: list[Database] = []
         self.pollers: list[DatabasePoller] = []

@@ -16,7 +16,7 @@ from exporter import config
 from exporter.expose.families import Histogram, Series
 from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
-from tests.exporter_fixtures import scrape, wait_for
+from tests.exporter_fixtures import ExporterProcess, scrape, total, wait_for, write_config
 from tests.otlp_receiver import Receiver
 
 STATIC = {"cluster": "eu-1", "env": "prod"}
@@ -135,3 +135,51 @@ def test_running_exporter_labels_its_self_metrics_and_spans(
     found = wait_for(labelled, 30, what="pgGit series and self-metrics")
     for name, labels in found:
         assert {k: labels.get(k) for k in STATIC} == STATIC, name
+
+
+def test_static_label_named_replica_points_at_the_replica_setting(tmp_path: Path) -> None:
+    assert load(tmp_path, {"replica": "a"}) == [
+        "databases[0].labels.replica: is set by the top-level `replica` setting, on every "
+        "series of the process"]
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_replica_label_goes_on_every_series(openmetrics: bool) -> None:
+    text = render(Exposition({"a": STATIC}, {"replica": "r1"}), openmetrics)
+    parse = om_families if openmetrics else text_string_to_metric_families
+    samples = [(s.name, s.labels) for f in parse(text) for s in f.samples]
+    assert {n for n, _ in samples} >= {"pggit_exporter_build_info", "pggit_up",
+                                       "pggit_operation_duration_seconds_bucket"}
+    for name, labels in samples:
+        assert labels.get("replica") == "r1", name
+
+
+def test_ha_pair_serves_identical_series_but_for_the_replica_label(
+        pggit_dsn: str, tmp_path: Path) -> None:
+    """Two exporter processes, one database: the same pgGit series and values, told apart
+    only by `replica`, so a deduplicating store keeps one copy."""
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        for us in (500, 5_000, 50_000):
+            conn.execute("SELECT pggit.record_performance_metric('commit', %s)", (us,))
+    pair = []
+    try:
+        for name in ("a", "b"):
+            cfg = write_config(tmp_path / f"{name}.yml", pggit_dsn, tmp_path / f"state-{name}",
+                               replica=name)
+            pair.append(ExporterProcess(cfg))
+
+        def pggit_series(exporter: ExporterProcess) -> dict | None:
+            s = exporter.samples()
+            if total(s, "pggit_operation_duration_seconds_count") != 3:
+                return None
+            return {(n, tuple((k, v) for k, v in ls if k != "replica")): value
+                    for (n, ls), value in s.items()
+                    if n.startswith("pggit_") and not n.startswith("pggit_exporter_")
+                    and ("replica", exporter.cfg_path.stem) in ls}
+
+        a, b = (wait_for(lambda e=e: pggit_series(e), 30, what="both replicas caught up")
+                for e in pair)
+        assert a == b and a
+    finally:
+        for exporter in pair:
+            exporter.close()

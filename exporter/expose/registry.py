@@ -55,15 +55,18 @@ def _escaping(content_type: str) -> str:
 
 
 class Exposition:
-    def __init__(self, static_labels: StaticLabels | None = None) -> None:
+    def __init__(self, static_labels: StaticLabels | None = None,
+                 common_labels: dict[str, str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.static_labels = {db: labels for db, labels in (static_labels or {}).items()
                               if labels}
+        self.common_labels = dict(common_labels or {})
         # Without static labels prometheus_client renders its registry as it always has.
-        self._client_view = (Relabelled(self.registry, self.static_labels)
-                             if self.static_labels else self.registry)
+        self._client_view = (
+            Relabelled(self.registry, self.static_labels, self.common_labels)
+            if self.static_labels or self.common_labels else self.registry)
         self._sources: list[Source] = []
         self._build = Series("pggit_exporter_build_info",
                              {(__version__, sys.version.split()[0]): 1.0})
@@ -95,7 +98,8 @@ class Exposition:
         with self._lock:
             page = self._pages.get(key)
             if page is None:
-                page = self._pages[key] = _Page(Encoder(*key, self.static_labels))
+                page = self._pages[key] = _Page(Encoder(*key, self.static_labels,
+                                                                self.common_labels))
         with page.lock:
             with self._lock:
                 generation = self._generation

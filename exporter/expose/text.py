@@ -26,7 +26,8 @@ from exporter.expose.families import Histogram, Part, Series
 
 SeriesKey = tuple[str, Labels]
 StaticLabels = Mapping[str, Mapping[str, str]]
-"""Constant labels by database name (`databases[].labels`), added to that database's series."""
+"""Constant labels by database name (`databases[].labels`), added to that database's series;
+common labels (`replica`) go on every series."""
 HistogramKey = tuple[str, Labels, tuple[float, ...]]
 
 
@@ -65,10 +66,12 @@ class Encoder:
     """
 
     def __init__(self, openmetrics: bool, escaping: str = UNDERSCORES,
-                 static_labels: StaticLabels | None = None):
+                 static_labels: StaticLabels | None = None,
+                 common_labels: Mapping[str, str] | None = None):
         self.openmetrics = openmetrics
         self.escaping = escaping
         self.static_labels = static_labels or {}
+        self.common_labels = tuple((common_labels or {}).items())
         self._headers: dict[str, str] = {}
         self._series_starts: dict[SeriesKey, dict[Labels, str]] = {}
         self._histogram_starts: dict[HistogramKey, dict[Labels, list[str]]] = {}
@@ -121,7 +124,7 @@ class Encoder:
         pairs = list(zip(names, values, strict=True))
         if self.static_labels and "database" in names:
             pairs += self.static_labels.get(values[names.index("database")], {}).items()
-        return sorted(pairs)
+        return sorted(pairs + list(self.common_labels)) if self.common_labels else sorted(pairs)
 
     def _labels(self, pairs: list[tuple[str, str]]) -> list[str]:
         """`k="v"` pairs in the given (sorted) order, as prometheus_client writes them."""
