@@ -1,4 +1,6 @@
 # pggit-exporter: a small image that runs as an unprivileged user and reports its own health.
+# No demo PostgreSQL: `pip install .` leaves out the `demo` extra (pgserver). The root
+# filesystem can be mounted read-only: nothing is written outside the state directory.
 FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,11 +18,13 @@ RUN pip install . \
 
 USER 10001:10001
 WORKDIR /var/lib/pggit-exporter
+VOLUME /var/lib/pggit-exporter
 EXPOSE 9863
 
-# /healthz answers while the process serves; readiness (/readyz) is for orchestrators.
+# The probe reads the same config (and web config) as the exporter, so it follows its port,
+# TLS and basic auth (a 401 still proves the server is up; see `healthcheck --help`).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9863/healthz', timeout=4)"]
+  CMD ["pggit-exporter", "healthcheck", "--config", "/etc/pggit-exporter/config.yml"]
 
 ENTRYPOINT ["pggit-exporter"]
 CMD ["run", "--config", "/etc/pggit-exporter/config.yml"]

@@ -1,4 +1,4 @@
-"""The `pggit-exporter` command: run (the default), check-config, demo, render."""
+"""The `pggit-exporter` command: run (the default), check-config, healthcheck, demo, render."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config",
                            help="validate the configuration; exit 0, or 2 listing each problem")
     _add_config_arg(check)
+    health = sub.add_parser(
+        "healthcheck", help="probe the running exporter over the TLS, auth and port its "
+                            "config says; exit 0 healthy, 1 unhealthy, 2 bad config")
+    _add_config_arg(health)
+    from exporter import healthcheck
+    healthcheck.configure_parser(health)
     demo = sub.add_parser(
         "demo", help="start a throwaway pgGit database with a live workload and export it")
     demo.add_argument("--dsn", help="run the workload against this existing database instead "
@@ -69,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     if command == "check-config":
         return check_config(args.config)
+    if command == "healthcheck":
+        from exporter import healthcheck
+        cfg = load_or_report(args.config)
+        return healthcheck.EXIT_CONFIG if cfg is None else healthcheck.run(cfg, args)
     if command == "demo":
         from exporter.demo.run import run_demo
         return run_demo(args)
@@ -96,6 +106,9 @@ def check_config(path: Path | None) -> int:
     if cfg is None:
         return EXIT_CONFIG
     print(f"configuration OK: {len(cfg.databases)} database(s), listen {cfg.listen}")
+    if cfg.shard is not None:
+        names = ", ".join(db.name for db in cfg.owned_databases) or "none"
+        print(f"shard {cfg.shard.index} of 0..{cfg.shard.total - 1} reads: {names}")
     return 0
 
 

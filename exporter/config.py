@@ -14,6 +14,7 @@ import difflib
 import math
 import os
 import re
+import socket
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from exporter import shard
+from exporter.catalog import METRICS
 from exporter.native import DEFAULT_MAX_BUCKETS, DEFAULT_SCHEMA, MAX_SCHEMA, MIN_SCHEMA, NativeSpec
 
 DEFAULT_LISTEN = "0.0.0.0:9863"
@@ -244,6 +247,7 @@ Count = integer()
 NativeSchema = _kind(int, Kind(f"an integer from {MIN_SCHEMA} to {MAX_SCHEMA}",
                                _schema))
 LabelLength = integer(16)
+ShardIndex = integer(0)
 Protocol = choice(*OTLP_PROTOCOLS, optional=True)
 Compression = choice("gzip", "none", optional=True)
 UserName = choice("off", "hashed", "plain")
@@ -277,6 +281,34 @@ def _problem(message: str, at: str | None = None) -> PydanticCustomError:
     if at is None:
         return PydanticCustomError("config", "{message}", {"message": message})
     return PydanticCustomError("config_at", "{message}", {"message": message, "at": at})
+
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Labels the exporter writes itself: a static label of the same name would make two values
+# for one label on a series.
+EXPORTER_LABELS = frozenset(
+    {name for m in METRICS.values() for name in m.all_labels} | {"le", "quantile"})
+# Set by Prometheus on every scraped series; an exported one is renamed `exported_<name>`.
+TARGET_LABELS = frozenset({"job", "instance"})
+REPLICA_LABEL = "replica"
+
+
+def _label_problem(name: str, value: str) -> str | None:
+    """Why `name: value` cannot be a static label, or None."""
+    if not _LABEL_NAME.match(name):
+        return "is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+    if name.startswith("__"):
+        return "names starting with __ are reserved by Prometheus"
+    if name in EXPORTER_LABELS:
+        return f"clashes with the exporter's own label {name!r}"
+    if name == REPLICA_LABEL:
+        return "is set by the top-level `replica` setting, on every series of the process"
+    if name in TARGET_LABELS:
+        return f"Prometheus sets {name!r} on every scraped series; set it in the scrape " \
+               "config instead"
+    if not value:
+        return "must not be empty (an empty label is no label)"
+    return None
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -319,6 +351,14 @@ class DatabaseConfig(_Model):
         5.0, "Longest wait to connect (and for a free pooled connection).")
     application_name: Text = setting(
         "pggit-exporter", "application_name shown in pg_stat_activity.")
+    labels: StringMap = setting(
+        {}, "Constant labels added to every series of this database and to its spans' OTLP "
+        "resource, e.g. cluster and env. Names follow Prometheus's rules and may not be one "
+        "the exporter writes itself.", example="cluster: eu-1")
+    password_credential: OptionalText = setting(
+        None, "Name of a systemd credential (LoadCredential=NAME:/path) holding the password; "
+        "read from $CREDENTIALS_DIRECTORY/NAME. Not together with password_file.",
+        example="main-password")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -377,6 +417,36 @@ class DatabaseConfig(_Model):
             raise _problem("; ".join(f"unknown collector {n!r}" + _did_you_mean(n, TABLES)
                                      for n in unknown))
         return names
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in sorted(labels):
+            problem = _label_problem(name, labels[name])
+            if problem is not None:
+                raise _problem(problem, at=name)
+        return labels
+
+    @model_validator(mode="after")
+    def _credential(self) -> DatabaseConfig:
+        """systemd's LoadCredential=: the file `password_credential` in
+        $CREDENTIALS_DIRECTORY becomes password_file, which every connection reads."""
+        name = self.password_credential
+        if name is None:
+            return self
+        if self.password_file is not None:
+            raise _problem("give password_file or password_credential, not both",
+                           at="password_credential")
+        if "/" in name or name in (".", ".."):
+            raise _problem(f"must be a credential name, not a path: {name!r}",
+                           at="password_credential")
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise _problem("$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with "
+                           f"LoadCredential={name}:/path/to/file (see deploy/systemd)",
+                           at="password_credential")
+        object.__setattr__(self, "password_file", Path(directory) / name)
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -457,6 +527,39 @@ class SilencesConfig(_Model):
         "pggit-snooze", "createdBy of the silences the exporter owns; it never touches other "
         "silences.")
     timeout: Duration = setting(10.0, "Time limit of one Alertmanager request.")
+
+
+class ShardConfig(_Model):
+    total: Count = setting(
+        ..., "How many replicas share this configuration; each reads the databases whose "
+        "stable hash falls to its index.", example="3")
+    index: ShardIndex = setting(
+        None, "This replica's shard, from 0 to total - 1.",
+        default_doc="the -N ordinal at the end of the host name (a StatefulSet pod's)",
+        example="0")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _index(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "total" not in data:
+            raise _problem("is required (the number of replicas sharing this config)",
+                           at="total")
+        source = ""
+        if "index" not in data:
+            host = socket.gethostname()
+            found = shard.ordinal(host)
+            if found is None:
+                raise _problem(f"not set, and the host name {host!r} ends in no -N ordinal to "
+                               "take it from (as StatefulSet pods do)", at="index")
+            data = {**data, "index": found}
+            source = f" (from the host name {host!r})"
+        index, total = data["index"], data["total"]
+        if isinstance(index, int) and isinstance(total, int) and total >= 1 \
+                and not 0 <= index < total:
+            raise _problem(f"{index}{source} must be below shard.total ({total})", at="index")
+        return data
 
 
 class MetricsConfig(_Model):
@@ -568,9 +671,23 @@ class Config(_Model):
     silences: SilencesConfig = Field(
         SilencesConfig(), description="Keeping Alertmanager silences in step with pgGit's "
         "alert_snooze table.")
+    shard: ShardConfig | None = Field(
+        None, description="Splitting the databases between replicas: each database is read "
+        "by exactly one shard, chosen by a stable hash of its name.")
+    replica: OptionalText = setting(
+        None, "A replica label on every series, for HA pairs that Thanos, Mimir or Cortex "
+        "deduplicate.", env="REPLICA", example="a")
     metrics: MetricsConfig = Field(
         MetricsConfig(), description="Pushing the same series as OTLP metrics (durations as "
         "exponential histograms, cumulative), for stacks that ingest OTLP rather than scrape.")
+
+    @property
+    def owned_databases(self) -> tuple[DatabaseConfig, ...]:
+        """The databases this process reads: all of them, or its shard's share."""
+        if self.shard is None:
+            return self.databases
+        return tuple(db for db in self.databases
+                     if shard.owner(db.name, self.shard.total) == self.shard.index)
 
     @property
     def native(self) -> NativeSpec:
@@ -646,6 +763,9 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
         return annotation
     if get_origin(annotation) is tuple:
         return _submodel(get_args(annotation)[0])
+    optional = [a for a in get_args(annotation) if a is not type(None)]
+    if len(optional) == 1 and len(get_args(annotation)) == 2:
+        return _submodel(optional[0])
     return None
 
 

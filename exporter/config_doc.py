@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from exporter.config import (
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pggit-exporter.yml"
+README = EXAMPLE.parent.parent / "README.md"
 WIDTH = 95
 
 HEADER = """\
@@ -128,6 +129,12 @@ def _block(model: type[BaseModel], indent: str, env_keys: dict[str, str]) -> lis
             out.extend(_setting(key, f, indent, env_of.get(key)))
             continue
         out.extend(_comment(f.description or "", indent))
+        if f.annotation is not sub and get_origin(f.annotation) is not tuple:
+            # An optional section, off by default: shown commented out.
+            out.append(f"{indent}# {key}:")
+            out.extend(f"{indent}#{line[len(indent):]}" if line.strip() else line
+                       for line in _block(sub, indent + "  ", {}))
+            continue
         out.append(f"{indent}{key}:")
         if f.annotation is sub:
             out.extend(_block(sub, indent + "  ", {}))
@@ -136,6 +143,10 @@ def _block(model: type[BaseModel], indent: str, env_keys: dict[str, str]) -> lis
             items[0] = f"{indent}  - " + items[0].removeprefix(indent + "    ")
             out.extend(items)
     return out
+
+
+ENV_START = "<!-- config-env:start -->\n"
+ENV_END = "\n<!-- config-env:end -->"
 
 
 def example_yaml() -> str:
@@ -164,16 +175,28 @@ def _cell(f: FieldInfo) -> str:
     return f"`{show(f, f.default)}`"
 
 
+def readme_with_env_table(readme: str) -> str:
+    """The README with its environment-variable table (between its markers) regenerated."""
+    head, rest = readme.split(ENV_START, 1)
+    _, tail = rest.split(ENV_END, 1)
+    return f"{head}{ENV_START}{env_table()}{ENV_END}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite the example file (or, with --check, exit 1 when it is stale)."""
+    """Rewrite the example file and the README's variable table (or, with --check, exit 1
+    when either is stale)."""
     args = sys.argv[1:] if argv is None else argv
-    text = example_yaml()
+    wanted = {EXAMPLE: example_yaml()}
+    if README.is_file():
+        wanted[README] = readme_with_env_table(README.read_text(encoding="utf-8"))
     if "--check" in args:
-        stale = EXAMPLE.read_text(encoding="utf-8") != text
-        if stale:
-            print(f"{EXAMPLE} is stale; run: python -m exporter.config_doc", file=sys.stderr)
-        return int(stale)
-    EXAMPLE.write_text(text, encoding="utf-8")
+        stale = [path for path, text in wanted.items()
+                 if path.read_text(encoding="utf-8") != text]
+        for path in stale:
+            print(f"{path} is stale; run: python -m exporter.config_doc", file=sys.stderr)
+        return int(bool(stale))
+    for path, text in wanted.items():
+        path.write_text(text, encoding="utf-8")
     return 0
 
 

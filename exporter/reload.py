@@ -87,7 +87,7 @@ class Reloader:
             self._success_at = time.time()
             self.service.exposition.changed()
             log.info("configuration reloaded",
-                     extra={"databases": ",".join(d.name for d in cfg.databases),
+                     extra={"databases": ",".join(d.name for d in cfg.owned_databases),
                             "restarted": ",".join(changed) or "-"})
             return []
 
@@ -110,11 +110,11 @@ class Reloader:
         running = self.service.cfg
         shared = {k: None for k in PER_PROCESS}
         restart_all = cfg.model_copy(update=shared) != running.model_copy(update=shared)
-        old = {d.name: d for d in running.databases}
-        changed = [d.name for d in cfg.databases
+        old = {d.name: d for d in running.owned_databases}
+        changed = [d.name for d in cfg.owned_databases
                    if restart_all or old.get(d.name) != d]
         problems = []
-        for db_cfg in cfg.databases:
+        for db_cfg in cfg.owned_databases:
             if db_cfg.name not in changed:
                 continue
             # A detached poller: its self-metrics go nowhere, it never connects.
@@ -137,10 +137,10 @@ class Reloader:
         from exporter.service import limits
         service.http.limits = limits(cfg)
         service.cfg = cfg
-        for name in [n for n in service.units if n not in {d.name for d in cfg.databases}]:
+        for name in [n for n in service.units if n not in {d.name for d in cfg.owned_databases}]:
             service.swap(name, None)
             log.info("database removed", extra={"database": name})
-        for db_cfg in cfg.databases:
+        for db_cfg in cfg.owned_databases:
             if db_cfg.name in changed:
                 service.swap(db_cfg.name, service.build(db_cfg))
                 log.info("database (re)started with its new settings",

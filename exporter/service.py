@@ -53,6 +53,11 @@ def limits(cfg: Config) -> Limits:
                   cfg.web_read_timeout, cfg.web_idle_timeout)
 
 
+def common_labels(cfg: Config) -> dict[str, str]:
+    """Labels on every series of the process: `replica`, for HA pairs."""
+    return {"replica": cfg.replica} if cfg.replica else {}
+
+
 class Service:
     def __init__(self, cfg: Config, config_path: Path | None = None,
                  reloadable: bool = False):
@@ -60,11 +65,12 @@ class Service:
         self.cfg = cfg
         self.reloader = Reloader(self, config_path, reloadable)
         self.web = web_config.Watcher(cfg.web_config_file, self.reloader.web_result)
-        self.exposition = Exposition()
+        self.exposition = Exposition({db.name: db.labels for db in cfg.owned_databases},
+                                     common_labels(cfg))
         self.self_metrics = SelfMetrics(self.exposition.registry)
         self.exposition.add_source(self.reloader.collect)
         self.units: dict[str, Unit] = {}
-        for db_cfg in cfg.databases:
+        for db_cfg in cfg.owned_databases:
             self.units[db_cfg.name] = self.build(db_cfg)
         self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web,
                                limits(cfg), self.reloader.reload)
@@ -92,7 +98,7 @@ class Service:
                 db_cfg.name, unit.database.connect, db_cfg.schema, db_cfg.table,
                 self.cfg.traces, self.cfg.state_dir, self.self_metrics,
                 self.exposition.changed, self.cfg.span_buckets, unit.poller.cap, db_cfg.name,
-                poll_interval=self.cfg.poll_interval)
+                poll_interval=self.cfg.poll_interval, resource_attributes=db_cfg.labels)
             unit.components.append(forwarder)
             unit.sources.append(forwarder.collect)
         if self.cfg.silences.enabled:
@@ -114,6 +120,10 @@ class Service:
             old.stop()
         if unit is None:
             self.self_metrics.remove(name)
+        self.exposition.relabel(
+            {u.poller.db_cfg.name: u.poller.db_cfg.labels for u in self.units.values()}
+            | ({name: unit.poller.db_cfg.labels} if unit is not None else {}),
+            common_labels(self.cfg))
         if unit is not None:
             unit.poller.load()
             self.units[name] = unit

@@ -213,21 +213,44 @@ def test_collector_pipeline_forwards_to_tempo_on_its_receiver_port() -> None:
     assert tempo_cfg["server"]["http_listen_port"] in container_ports("tempo")
 
 
-def test_dockerfile_builds_a_non_root_image_with_a_healthz_check() -> None:
-    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
-    lines = [ln.strip() for ln in dockerfile.replace("\\\n", " ").splitlines()]
-    assert re.match(r"FROM python:3\.11\.\d+-slim", next(ln for ln in lines if ln.startswith(
-        "FROM")))
-    user = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [ln.strip() for ln in text.splitlines()]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines
+            if ln and not ln.startswith("#")]
+
+
+def test_dockerfile_builds_a_non_root_image() -> None:
+    steps = dockerfile_instructions()
+    args = {name: value for name, value in steps}
+    assert re.match(r"python:3\.11\.\d+-slim", args["FROM"])
+    user = [value for name, value in steps if name == "USER"]
     assert user and user[-1].split(":")[0] not in ("0", "root")
-    health = next(ln for ln in lines if ln.startswith("HEALTHCHECK"))
-    assert f"127.0.0.1:{EXPORTER_PORT}/healthz" in health
-    assert f"EXPOSE {EXPORTER_PORT}" in lines
-    assert '"pggit-exporter"' in next(ln for ln in lines if ln.startswith("ENTRYPOINT"))
-    for line in lines:
-        if line.startswith("COPY "):
-            for source in line.split()[1:-1]:
+    assert args["EXPOSE"] == str(EXPORTER_PORT)
+    assert json.loads(args["ENTRYPOINT"]) == ["pggit-exporter"]
+    for name, value in steps:
+        if name == "COPY":
+            for source in value.split()[:-1]:
                 assert (REPO / source).exists(), f"COPY source {source} is missing"
+
+
+def test_dockerfile_healthcheck_is_the_healthcheck_command_on_the_run_config() -> None:
+    """The probe reads the config `run` reads, so it follows its port, TLS and auth."""
+    args = dict(dockerfile_instructions())
+    probe = json.loads(args["HEALTHCHECK"].split(" CMD ", 1)[1])
+    run = json.loads(args["CMD"])
+    assert probe[:2] == ["pggit-exporter", "healthcheck"]
+    assert probe[probe.index("--config") + 1] == run[run.index("--config") + 1]
+    assert cli.parser().parse_args(probe[1:]).command == "healthcheck"
+
+
+def test_image_installs_no_demo_postgresql() -> None:
+    installs = [value for name, value in dockerfile_instructions()
+                if name == "RUN" and "pip install" in value]
+    assert installs
+    for command in installs:
+        assert "pgserver" not in command and "[demo" not in command, command
 
 
 def test_dockerignore_keeps_what_the_package_build_needs() -> None:

@@ -31,6 +31,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in (ROOT / ".ci/run").read_text(encoding="utf-8")
 
 
+def test_ci_installs_the_extras_the_readme_installs() -> None:
+    extras = re.search(r"pip install -e '\.\[([a-z,]+)\]'", README).group(1)
+    assert "demo" in extras.split(",")
+    assert f"pip install -q -e '.[{extras}]'" in (ROOT / ".ci/run").read_text(encoding="utf-8")
+
+
 def test_every_environment_override_is_documented() -> None:
     for suffix in (*ENV_KEYS, "DSN", "PASSWORD_FILE"):
         assert f"`{ENV_PREFIX}{suffix}`" in README

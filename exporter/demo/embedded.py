@@ -68,7 +68,10 @@ def find_bin_dir() -> Path:
         candidate = Path(out.stdout.strip())
         if (candidate / "initdb").exists():
             return candidate
-    raise EmbeddedPostgresError("no PostgreSQL binaries: install pgserver or PostgreSQL")
+    raise EmbeddedPostgresError(
+        "no PostgreSQL binaries for the throwaway database: install the demo extra "
+        "(pip install 'pggit-exporter[demo]', which brings pgserver) or PostgreSQL's initdb, "
+        "or point the demo at an existing database with --dsn")
 
 
 def ensure_server_user() -> pwd.struct_passwd:

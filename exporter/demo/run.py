@@ -17,7 +17,7 @@ import psycopg
 
 from exporter import config, logs
 from exporter.cli import serve
-from exporter.demo.embedded import EmbeddedPostgres
+from exporter.demo.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from exporter.demo.schema import install_schema
 from exporter.demo.workload import Workload
 from exporter.service import Service
@@ -48,8 +48,12 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.dsn:
             dsn = args.dsn
         else:
-            server = EmbeddedPostgres()
-            server.start()
+            try:
+                server = EmbeddedPostgres()
+                server.start()
+            except EmbeddedPostgresError as exc:
+                print(f"pggit-exporter demo: {exc}", file=sys.stderr)
+                return 1
             dsn = server.create_database("pggit")
         _ensure_schema(dsn)
         data = {

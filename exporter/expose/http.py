@@ -214,7 +214,9 @@ class HttpServer:
         self._started.wait(10)
 
     def stop(self) -> None:
-        if self._loop is not None and self._stopping is not None:
+        """Idempotent: a service stopped twice (a test's restart, then its teardown) is fine."""
+        if self._loop is not None and self._stopping is not None \
+                and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self.thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate, pairwise, repeat
 from operator import lshift, rshift, sub, xor
 from typing import Any
@@ -174,9 +174,20 @@ class ProtobufEncoder:
     time. Entries of series missing from a render are forgotten.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, static_labels: Mapping[str, Mapping[str, str]] | None = None,
+                 common_labels: Mapping[str, str] | None = None) -> None:
+        self.static_labels = static_labels or {}
+        self.common_labels = tuple((common_labels or {}).items())
         self._labels: dict[tuple[str, Labels], dict[Labels, Any]] = {}
         self._bounds: dict[tuple[float, ...], list[bytes]] = {}
+
+    def _pairs(self, names: tuple[str, ...], values: Labels) -> list[tuple[str, str]]:
+        """(name, value) with the database's static labels and the common ones, as the text
+        encoder adds them."""
+        pairs = list(zip(names, values, strict=True))
+        if self.static_labels and "database" in names:
+            pairs += self.static_labels.get(values[names.index("database")], {}).items()
+        return sorted(pairs + list(self.common_labels))
 
     def encode(self, parts: Iterable[Part]) -> bytes:
         families: dict[str, list[Part]] = {}
@@ -203,12 +214,11 @@ class ProtobufEncoder:
         self._labels = labels
         return b"".join(out)
 
-    @staticmethod
-    def _label_bytes(names: tuple[str, ...], part: Part, labels: Labels,
+    def _label_bytes(self, names: tuple[str, ...], part: Part, labels: Labels,
                      known: dict[Labels, bytes], kept: dict[Labels, bytes]) -> bytes:
         encoded = known.get(labels)
         if encoded is None:
-            encoded = _label_pairs(zip(names, part.prefix + labels, strict=True))
+            encoded = _label_pairs(self._pairs(names, part.prefix + labels))
         kept[labels] = encoded
         return encoded
 
@@ -250,7 +260,7 @@ class ProtobufEncoder:
                 out.append(last[4])
                 continue
             encoded = last[0] if last is not None else _label_pairs(
-                zip(names, part.prefix + labels, strict=True))
+                self._pairs(names, part.prefix + labels))
             cumulative = list(accumulate(map(int, values[:-1])))
             counts = list(map(_varint, cumulative))
             # Field 3 (a Bucket) of 1 + len(count) + 9 bytes: always one length byte.

@@ -18,8 +18,9 @@ from __future__ import annotations
 import gzip
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
@@ -29,7 +30,8 @@ from exporter import __version__
 from exporter.expose import protobuf
 from exporter.expose.families import Part, Series
 from exporter.expose.protobuf import ProtobufEncoder
-from exporter.expose.text import Encoder
+from exporter.expose.static_labels import Relabelled
+from exporter.expose.text import Encoder, StaticLabels
 
 Source = Callable[[], Iterable[Part]]
 
@@ -58,7 +60,8 @@ def _escaping(content_type: str) -> str:
 
 
 class Exposition:
-    def __init__(self) -> None:
+    def __init__(self, static_labels: StaticLabels | None = None,
+                 common_labels: dict[str, str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -68,6 +71,21 @@ class Exposition:
         self._lock = threading.Lock()
         self._generation = 0
         self._pages: dict[tuple[bool, str] | str, _Page] = {}
+        self.relabel(static_labels, common_labels)
+
+    def relabel(self, static_labels: StaticLabels | None,
+                common_labels: Mapping[str, str] | None) -> None:
+        """Set the databases' static labels and the common ones (`replica`); a reload that
+        changes them starts every page afresh."""
+        self.static_labels = {db: dict(labels) for db, labels in (static_labels or {}).items()
+                              if labels}
+        self.common_labels = dict(common_labels or {})
+        # Without static labels prometheus_client renders its registry as it always has.
+        view: Any = (Relabelled(self.registry, self.static_labels, self.common_labels)
+                     if self.static_labels or self.common_labels else self.registry)
+        with self._lock:
+            self._client_view = view
+            self._pages = {}
 
     def add_source(self, source: Source) -> None:
         self.replace_sources([], [source])
@@ -112,12 +130,15 @@ class Exposition:
             page = self._pages.get(key)
             if page is None:
                 page = self._pages[key] = _Page(
-                    ProtobufEncoder() if isinstance(key, str) else Encoder(*key))
+                    ProtobufEncoder(self.static_labels, self.common_labels)
+                    if isinstance(key, str)
+                    else Encoder(*key, self.static_labels, self.common_labels))
         with page.lock:
             with self._lock:
                 generation = self._generation
             if page.generation != generation:
-                page.body = page.encoder.encode(self.parts()) + client_encoder(self.registry)
+                page.body = (page.encoder.encode(self.parts())
+                             + client_encoder(self._client_view))
                 page.generation, page.gzipped = generation, None
             if not compressed:
                 return page.body, content_type

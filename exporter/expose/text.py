@@ -11,7 +11,7 @@ sits seamlessly beside the self-metrics prometheus_client still renders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.openmetrics.exposition import (
     UNDERSCORES,
@@ -25,6 +25,9 @@ from exporter.catalog import Metric, metric
 from exporter.expose.families import Histogram, Part, Series
 
 SeriesKey = tuple[str, Labels]
+StaticLabels = Mapping[str, Mapping[str, str]]
+"""Constant labels by database name (`databases[].labels`), added to that database's series;
+common labels (`replica`) go on every series."""
 HistogramKey = tuple[str, Labels, tuple[float, ...]]
 
 
@@ -59,11 +62,16 @@ class Encoder:
 
     Not thread-safe: the exposition runs one render per encoder at a time. Starts of series
     that were not in a render are forgotten, so label sets that go away free their memory.
+    Static labels are part of a series' start, so they cost nothing per render.
     """
 
-    def __init__(self, openmetrics: bool, escaping: str = UNDERSCORES):
+    def __init__(self, openmetrics: bool, escaping: str = UNDERSCORES,
+                 static_labels: StaticLabels | None = None,
+                 common_labels: Mapping[str, str] | None = None):
         self.openmetrics = openmetrics
         self.escaping = escaping
+        self.static_labels = static_labels or {}
+        self.common_labels = tuple((common_labels or {}).items())
         self._headers: dict[str, str] = {}
         self._series_starts: dict[SeriesKey, dict[Labels, str]] = {}
         self._histogram_starts: dict[HistogramKey, dict[Labels, list[str]]] = {}
@@ -111,11 +119,17 @@ class Encoder:
         text = spec.help.replace("\\", r"\\").replace("\n", r"\n")
         return f"# HELP {name} {text}\n# TYPE {name} {spec.kind}\n"
 
-    def _labels(self, names: tuple[str, ...], values: Labels) -> list[str]:
-        """`k="v"` pairs sorted by label name, as prometheus_client sorts them."""
+    def _pairs(self, names: tuple[str, ...], values: Labels) -> list[tuple[str, str]]:
+        """(name, value) sorted by name, with the database's static labels if it has any."""
+        pairs = list(zip(names, values, strict=True))
+        if self.static_labels and "database" in names:
+            pairs += self.static_labels.get(values[names.index("database")], {}).items()
+        return sorted(pairs + list(self.common_labels)) if self.common_labels else sorted(pairs)
+
+    def _labels(self, pairs: list[tuple[str, str]]) -> list[str]:
+        """`k="v"` pairs in the given (sorted) order, as prometheus_client writes them."""
         esc = self.escaping
-        return [f'{escape_label_name(k, esc)}="{_escape(v)}"'
-                for k, v in sorted(zip(names, values, strict=True))]
+        return [f'{escape_label_name(k, esc)}="{_escape(v)}"' for k, v in pairs]
 
     def _series(self, out: list[str], spec: Metric, part: Series, known: dict[Labels, str],
                 kept: dict[Labels, str]) -> None:
@@ -125,7 +139,7 @@ class Encoder:
         for labels, value in part.values.items():
             start = known.get(labels)
             if start is None:
-                pairs = ",".join(self._labels(names, prefix + labels))
+                pairs = ",".join(self._labels(self._pairs(names, prefix + labels)))
                 start = f"{sample}{{{pairs}}} " if pairs else f"{sample} "
             kept[labels] = start
             out.append(f"{start}{floatToGoString(value)}\n")
@@ -134,9 +148,9 @@ class Encoder:
         """One start per bucket (+Inf last), then `_count` and `_sum`; `le` is slotted into
         the sorted labels, which are escaped once for all of them."""
         esc = self.escaping
-        names = spec.all_labels
-        pairs = self._labels(names, values)
-        at = sum(name < "le" for name in names)
+        sorted_pairs = self._pairs(spec.all_labels, values)
+        pairs = self._labels(sorted_pairs)
+        at = sum(name < "le" for name, _ in sorted_pairs)
         before = "".join(p + "," for p in pairs[:at])
         after = "".join("," + p for p in pairs[at:])
         bucket, le = escape_metric_name(spec.name + "_bucket", esc), escape_label_name("le", esc)

@@ -5,9 +5,10 @@ into one Python protobuf object per span, attribute and value cost more than the
 budget of the 20,000 spans/s target on one core. Here the mapper writes each span's
 `opentelemetry.proto.trace.v1.Span` bytes once, when the row is read; a batch is those
 bytes joined inside a request envelope. The envelope (resource and scope) is encoded once,
-by the SDK's own encoders. The official exporters still do the sending (see
-`exporter.send.exporters`), and the tests parse what this module writes with the official
-generated messages and compare it with the SDK encoder's output for the same span.
+by the SDK's own encoders (reached through `exporter.send.sdk_hooks`). The official exporters
+still do the sending (see `exporter.send.exporters`), and the tests parse what this module
+writes with the official generated messages and compare it with the SDK encoder's output for
+the same span.
 
 Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto` and
 `common/v1/common.proto`; every tag used is below 128, so it is one byte.
@@ -20,12 +21,10 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _encode_instrumentation_scope,
-    _encode_resource,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from exporter.send.sdk_hooks import encode_resource, encode_scope
 
 SPAN_ATTRIBUTE = b"\x4a"  # Span.attributes
 EVENT_ATTRIBUTE = b"\x1a"  # Span.Event.attributes
@@ -150,8 +149,8 @@ class Envelope:
     def __init__(self, resource: Resource, scope: InstrumentationScope):
         self.resource = resource
         self.scope = scope
-        self._resource = field(b"\x0a", _encode_resource(resource).SerializeToString())
-        self._scope = field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString())
+        self._resource = field(b"\x0a", encode_resource(resource))
+        self._scope = field(b"\x0a", encode_scope(scope))
         self._scope_schema = field(b"\x1a", text(scope.schema_url)) if scope.schema_url else b""
         self._resource_schema = (field(b"\x1a", text(resource.schema_url))
                                  if resource.schema_url else b"")

@@ -92,7 +92,7 @@ class TraceForwarder:
                  state_dir: Path, self_metrics: Any, on_change: Callable[[], None],
                  span_buckets: tuple[float, ...], label_cap: LabelCap,
                  database_name_for_resource: str, *, poll_interval: float = 1.0,
-                 exporter: Any = None):
+                 exporter: Any = None, resource_attributes: Mapping[str, str] | None = None):
         self.database = database
         self.connect = connect
         self.cfg = cfg
@@ -106,6 +106,7 @@ class TraceForwarder:
         self.merges = MergeReader(schema, tables)
         self.style = SpanStyle(
             resource=Resource.create({
+                **(resource_attributes or {}),  # the database's static labels
                 "service.name": cfg.service_name,
                 "db.system": "postgresql",
                 "db.namespace": database_name_for_resource,
