@@ -191,6 +191,13 @@ _METRICS: tuple[Metric, ...] = (
            "Spans handled by the trace forwarder, by result.", ("result",), "exporter"),
     Metric("pggit_exporter_span_queue_depth", "gauge",
            "Spans waiting to be sent to the OTLP endpoint.", (), "exporter"),
+    Metric("pggit_exporter_invalid_rows_total", "counter",
+           "Rows that cannot be mapped (infinite or out-of-range times, NaN), counted once and "
+           "skipped.", ("table", "reason"), "exporter"),
+    Metric("pggit_exporter_read_mode", "gauge",
+           "1 for the method that reads the source's changes (start_time_window needs "
+           "pg_read_all_stats; periodic_full_scan is the SELECT-only fallback).",
+           ("source", "mode"), "exporter"),
     Metric("pggit_exporter_silences", "gauge",
            "Alertmanager silences the exporter keeps in step with pgGit snoozes.", (),
            "exporter"),
