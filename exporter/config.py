@@ -85,6 +85,7 @@ class TracesConfig:
     max_attribute_length: int = 4096
     max_attributes: int = 128
     merges_as_traces: bool = True
+    full_pass_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,7 @@ def _traces(data: Any, problems: list[str]) -> TracesConfig:
         max_attribute_length=r.integer("max_attribute_length", 4096),
         max_attributes=r.integer("max_attributes", 128),
         merges_as_traces=r.boolean("merges_as_traces", True),
+        full_pass_interval=r.duration("full_pass_interval", 60.0),
     )
     for header, path in cfg.header_files.items():
         if not path.is_file():

@@ -33,6 +33,7 @@ class Service:
         self.databases: list[Database] = []
         self.pollers: list[DatabasePoller] = []
         self.components: list[Any] = []
+        self.forwarders: dict[str, TraceForwarder] = {}
         for db_cfg in cfg.databases:
             database = Database(db_cfg)
             poller = DatabasePoller(cfg, db_cfg, database, self.self_metrics, self.exposition)
@@ -44,14 +45,19 @@ class Service:
         self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web)
 
     def _add_senders(self, db_cfg: Any, database: Database, poller: DatabasePoller) -> None:
-        """Trace forwarding and snooze silences, when configured, share the database's pool."""
-        if tracing_enabled(self.cfg.traces, os.environ):
+        """Span sources (metrics always, OTLP when configured) and snooze silences share the
+        database's pool. `disabled_collectors: [operation_traces]` starts no forwarder."""
+        sending = tracing_enabled(self.cfg.traces, os.environ)
+        if "operation_traces" not in db_cfg.disabled_collectors:
             forwarder = TraceForwarder(
                 db_cfg.name, database.connect, db_cfg.schema, db_cfg.table, self.cfg.traces,
                 self.cfg.state_dir, self.self_metrics, self.exposition.changed,
                 self.cfg.span_buckets, poller.cap, db_cfg.name,
-                poll_interval=self.cfg.poll_interval)
+                poll_interval=self.cfg.poll_interval, send=sending, db_cfg=db_cfg,
+                full_pass_interval=self.cfg.traces.full_pass_interval,
+                gap_grace=self.cfg.gap_grace)
             self.components.append(forwarder)
+            self.forwarders[db_cfg.name] = forwarder
             self.exposition.add_source(forwarder.collect)
         if self.cfg.silences.enabled:
             from exporter.silences import SnoozeSilencer
@@ -94,4 +100,6 @@ class Service:
         } for p in self.pollers]
         return {"version": __version__,
                 "ready": all(d["up"] and d["caught_up"] for d in databases),
-                "databases": databases}
+                "databases": databases,
+                "components": {f"{name}: spans read by": f.mode_text()
+                               for name, f in self.forwarders.items()}}

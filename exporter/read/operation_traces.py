@@ -163,7 +163,7 @@ class ChangeScan:
         return bound
 
     def begin(self, current: Snapshot, found: Bound, now: float,
-              full_pass_interval: float) -> None:
+              full_pass_interval: float, quick_window: float = QUICK_WINDOW) -> None:
         """Start a pass unless one is under way; its kind follows from what is known."""
         if self.in_pass:
             return
@@ -182,7 +182,7 @@ class ChangeScan:
             self.full_at = now
         else:
             self.pass_kind = QUICK
-            self.pass_bound = now - QUICK_WINDOW
+            self.pass_bound = now - quick_window
 
     @property
     def backlog(self) -> bool:

@@ -61,6 +61,7 @@ from exporter.read.operation_traces import (
     MODE_PRIVILEGED,
     MODE_SELECT_ONLY,
     PRIVILEGE_HINT,
+    QUICK_WINDOW,
     ChangeScan,
     Snapshot,
     SpanReader,
@@ -137,6 +138,7 @@ class TraceForwarder:
         self.label_cap = label_cap
         self.poll_interval = poll_interval
         self.full_pass_interval = full_pass_interval
+        self.quick_window = QUICK_WINDOW
         self.gap_grace = gap_grace
         self.want_merges = merges and cfg.merges_as_traces
         self._span_buckets = tuple(span_buckets)
@@ -604,7 +606,7 @@ class TraceForwarder:
                     assert bound is not None
                     with self._lock:
                         self.span_scan.begin(current, bound, now_us / 1e6,
-                                             self.full_pass_interval)
+                                             self.full_pass_interval, self.quick_window)
                     consumed, lost = self._pages(conn, current, limit, healthy)
                     dropped += lost
                     self._more = self.span_scan.in_pass
