@@ -59,6 +59,10 @@ class Service:
             self.components.append(forwarder)
             self.forwarders[db_cfg.name] = forwarder
             self.exposition.add_source(forwarder.collect)
+        else:
+            for collector in ("operation_traces", "merge_traces"):
+                self.self_metrics["pggit_exporter_collector_enabled"].labels(
+                    db_cfg.name, collector).set(0)
         if self.cfg.silences.enabled:
             from exporter.silences import SnoozeSilencer
 
