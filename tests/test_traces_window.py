@@ -409,3 +409,22 @@ def test_dropped_count_survives_a_crash(dbs: tuple[str, str, str], tmp_path: Pat
     assert state["counts"]["dropped"] == dropped
     again = forwarder_for(dbs, tmp_path, receiver)  # as after kill -9: no stop(), no save
     assert spans_total(again, "dropped") == dropped
+
+
+def test_the_readme_grant_turns_a_select_only_role_into_the_window_reader(
+        ny_server: EmbeddedPostgres, tmp_path: Path, receiver: Receiver) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    grant = next(line for line in readme.splitlines()
+                 if line.startswith("GRANT pg_read_all_stats"))
+    name = unique_db_name("win")
+    create_database(ny_server.dsn(), name, "pggit_tpl")
+    dsn = ny_server.dsn(dbname=name)
+    role = f"ro_{uuid.uuid4().hex[:10]}"
+    ro = (dsn, create_select_only_role(dsn, role, "secret"), "select_only")
+    forwarder = forwarder_for(ro, tmp_path, receiver)
+    drain(forwarder)
+    assert forwarder.mode == MODE_SELECT_ONLY
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(grant.replace("pggit_exporter", role))
+    drain(forwarder)
+    assert forwarder.mode == MODE_PRIVILEGED
