@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from psycopg_pool import PoolTimeout
 
 from exporter import __version__
 from exporter.aggregates import Aggregates
@@ -646,6 +647,12 @@ class TraceForwarder:
                     # Held back by a busy sender: read again as soon as it has sent a batch.
                     self.queue.wait_depth(self.cfg.batch_size, self.poll_interval)
                     delay = 0.0
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                # The database's poller reports the outage (pggit_up 0, stage="connect");
+                # counting it here too would count one outage twice.
+                log.info("%s: trace poll could not connect: %s", self.database, exc)
+                self.enabled = None
+                delay = self.poll_interval
             except Exception as exc:
                 log.warning("%s: trace poll failed: %s", self.database, exc)
                 self.self_metrics["pggit_exporter_errors_total"].labels(
