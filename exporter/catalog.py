@@ -180,8 +180,9 @@ _METRICS: tuple[Metric, ...] = (
            "Rows read from pgGit tables (tables of running collectors only).", ("table",),
            "exporter"),
     Metric("pggit_exporter_invalid_rows_total", "counter",
-           "Row values the exporter could not map as they are (NULL where a value is needed, "
-           "negative, +-infinity or NaN), one per row and column; the row's other values are "
+           "Row values the exporter could not map as they are (reason null where a value is "
+           "needed, negative, not_finite for +-infinity or NaN, out_of_range for times a span "
+           "cannot carry), one per row and column; the row's other values are "
            "counted as usual. Kept in the checkpoint.", ("table", "reason"), "exporter"),
     Metric("pggit_exporter_poll_duration_seconds", "histogram",
            "Wall time of one poll of a database (all tables, one snapshot).", (), "exporter"),
@@ -203,6 +204,10 @@ _METRICS: tuple[Metric, ...] = (
            "Spans handled by the trace forwarder, by result.", ("result",), "exporter"),
     Metric("pggit_exporter_span_queue_depth", "gauge",
            "Spans waiting to be sent to the OTLP endpoint.", (), "exporter"),
+    Metric("pggit_exporter_read_mode", "gauge",
+           "1 for the method that reads the source's changes (start_time_window needs "
+           "pg_read_all_stats; periodic_full_scan is the SELECT-only fallback).",
+           ("source", "mode"), "exporter"),
     Metric("pggit_exporter_silences", "gauge",
            "Alertmanager silences the exporter keeps in step with pgGit snoozes.", (),
            "exporter"),

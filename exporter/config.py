@@ -505,6 +505,9 @@ class TracesConfig(_Model):
         4096, "Longer attribute values are cut.")
     max_attributes: Count = setting(
         128, "Most attributes per span.")
+    full_pass_interval: Duration = setting(
+        60.0, "Without pg_read_all_stats (or pg_monitor), operation_traces is scanned in full "
+        "at most this often; recent spans are read in between.")
     merges_as_traces: Boolean = setting(
         True, "Also send each merge (merge_performance_metrics) as a trace with one span per "
         "phase.")

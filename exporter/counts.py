@@ -18,7 +18,8 @@ INVALID = "pggit_exporter_invalid_rows_total"
 NULL = "null"
 NEGATIVE = "negative"
 NOT_FINITE = "not_finite"
-REASONS = (NULL, NEGATIVE, NOT_FINITE)
+OUT_OF_RANGE = "out_of_range"
+REASONS = (NULL, NEGATIVE, NOT_FINITE, OUT_OF_RANGE)
 """The `reason` label's values: a NULL where a value is needed, a negative duration, count
 or time span, and +-infinity or NaN (timestamps and numerics accept them)."""
 

@@ -35,6 +35,7 @@ class Unit:
     poller: DatabasePoller
     components: list[Any] = field(default_factory=list)
     sources: list[Any] = field(default_factory=list)
+    forwarder: TraceForwarder | None = None
 
     def start(self) -> None:
         self.poller.start()
@@ -83,6 +84,12 @@ class Service:
         """A copy: a reload may change the units while a request reads them."""
         return [unit.poller for unit in list(self.units.values())]
 
+    @property
+    def forwarders(self) -> dict[str, TraceForwarder]:
+        """The span sources by database (none for a database with operation_traces off)."""
+        return {name: unit.forwarder for name, unit in list(self.units.items())
+                if unit.forwarder is not None}
+
     def build(self, db_cfg: Any) -> Unit:
         """A database's poller and senders, wired but neither loaded nor started."""
         database = Database(db_cfg)
@@ -92,15 +99,24 @@ class Service:
         return unit
 
     def _add_senders(self, unit: Unit, db_cfg: Any) -> None:
-        """Trace forwarding and snooze silences, when configured, share the database's pool."""
-        if tracing_enabled(self.cfg.traces, os.environ):
+        """Span sources (metrics always, OTLP when configured) and snooze silences share the
+        database's pool. `disabled_collectors: [operation_traces]` starts no forwarder."""
+        if "operation_traces" not in db_cfg.disabled_collectors:
             forwarder = TraceForwarder(
                 db_cfg.name, unit.database.connect, db_cfg.schema, db_cfg.table,
                 self.cfg.traces, self.cfg.state_dir, self.self_metrics,
                 self.exposition.changed, self.cfg.span_buckets, unit.poller.cap, db_cfg.name,
-                poll_interval=self.cfg.poll_interval, resource_attributes=db_cfg.labels)
+                poll_interval=self.cfg.poll_interval,
+                send=tracing_enabled(self.cfg.traces, os.environ), db_cfg=db_cfg,
+                full_pass_interval=self.cfg.traces.full_pass_interval,
+                gap_grace=self.cfg.gap_grace, resource_attributes=db_cfg.labels,
+                native=self.cfg.native)
+            unit.forwarder = forwarder
             unit.components.append(forwarder)
             unit.sources.append(forwarder.collect)
+        else:
+            self.self_metrics.database(db_cfg.name).collectors(
+                {"operation_traces": False, "merge_traces": False}, source="traces")
         if self.cfg.silences.enabled:
             from exporter.silences import SnoozeSilencer
 
@@ -168,4 +184,6 @@ class Service:
         return {"version": __version__,
                 "ready": all(d["up"] and d["caught_up"] and not d["collectors_failing"]
                              for d in databases),
-                "databases": databases}
+                "databases": databases,
+                "components": {f"{name}: spans read by": forwarder.mode_text()
+                               for name, forwarder in self.forwarders.items()}}

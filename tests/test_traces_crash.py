@@ -13,8 +13,10 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.otlp_receiver import Receiver
+from tests.pg_fixtures import create_select_only_role
 from tests.test_traces_trees import end_span, start_span
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +43,13 @@ def write_trees(dsn: str, n: int) -> list[str]:
     return span_ids
 
 
+@pytest.mark.parametrize("role", ["superuser", "select_only"])
 def test_kill_9_at_random_points_loses_no_span_and_keeps_counts_exact(
-        pggit_dsn: str, tmp_path: Path) -> None:
+        pggit_dsn: str, tmp_path: Path, role: str) -> None:
+    """Both read paths: pg_stat_activity's bound (superuser) and SELECT-only."""
+    reader_dsn = pggit_dsn
+    if role == "select_only":
+        reader_dsn = create_select_only_role(pggit_dsn, f"crash_{uuid.uuid4().hex[:8]}", "pw")
     receiver = Receiver()
     receiver.start()
     rng = random.Random(20261122)
@@ -50,11 +57,11 @@ def test_kill_9_at_random_points_loses_no_span_and_keeps_counts_exact(
     try:
         for _ in range(KILLS):
             expected += write_trees(pggit_dsn, 10)
-            proc = child(pggit_dsn, tmp_path, receiver)
+            proc = child(reader_dsn, tmp_path, receiver)
             time.sleep(rng.uniform(0.3, 1.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-        proc = child(pggit_dsn, tmp_path, receiver)
+        proc = child(reader_dsn, tmp_path, receiver)
         deadline = time.monotonic() + 60
         while (set(expected) - set(receiver.by_pggit_span_id())
                and time.monotonic() < deadline):

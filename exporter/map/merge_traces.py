@@ -10,7 +10,7 @@ across restarts but, unlike span texts, not unique across databases on their own
 from __future__ import annotations
 
 from exporter.map.operation_traces import SpanStyle, user_attribute
-from exporter.read.operation_traces import MergeRow
+from exporter.read.merge_traces import MergeRow
 from exporter.send import encode, ids
 from exporter.send.attributes import AttrValue
 

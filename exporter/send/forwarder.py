@@ -1,8 +1,12 @@
-"""Trace forwarding: poll pgGit's spans and merges, map them, hand them to the OTLP sender.
+"""Span sources: poll pgGit's spans and merges, map them to span metrics, optionally send OTLP.
 
-One poll = one REPEATABLE READ READ ONLY transaction (see `exporter.read.operation_traces`
-for the exactly-once change feed). After each poll (at most once a second while a backlog
-is read page after page, see `SAVE_INTERVAL`) the state file
+Span metrics (`pggit_span_duration_seconds`, `pggit_spans_running`) are kept whenever
+`operation_traces` is readable; sending to an OTLP endpoint is the optional part (without an
+endpoint there is no sender and no queue). One poll = a short read of the running
+transactions' start times (`exporter.read.operation_traces.read_bound`), then one REPEATABLE
+READ READ ONLY transaction (see `exporter.read.operation_traces` for the exactly-once change
+feed of spans, `exporter.read.merge_traces` for merges). After each poll (at most once a
+second while a backlog is read page after page, see `SAVE_INTERVAL`) the state file
 `<state_dir>/<database>.traces.json` is written atomically with: the change-feed positions,
 the spans seen RUNNING or timed out, the span-duration histograms, and the keys of spans still
 in the send queue.
@@ -39,22 +43,32 @@ from typing import Any
 import psycopg
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from psycopg_pool import PoolTimeout
 
 from exporter import __version__, connect_errors
 from exporter.aggregates import Aggregates
 from exporter.checkpoint import read as read_state
 from exporter.checkpoint import write_atomic
-from exporter.config import TracesConfig
+from exporter.config import DatabaseConfig, TracesConfig
+from exporter.discover import discover
 from exporter.expose.families import Histogram, Part, Series
 from exporter.labels import LabelCap
 from exporter.map import merge_traces
 from exporter.map.operation_traces import SpanStyle, duration_seconds, to_span
+from exporter.native import NativeSpec
+from exporter.read.cursor import IdCursor
+from exporter.read.incremental import take_snapshot
+from exporter.read.merge_traces import MergeReader, MergeRow, changescan_handled
 from exporter.read.operation_traces import (
+    MODE_PRIVILEGED,
+    MODE_SELECT_ONLY,
+    PRIVILEGE_HINT,
+    QUICK_WINDOW,
     ChangeScan,
-    MergeReader,
     Snapshot,
     SpanReader,
     SpanRow,
+    read_bound,
 )
 from exporter.send import ids
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
@@ -63,9 +77,24 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 HISTOGRAM = "pggit_span_duration_seconds"
-STATE_VERSION = 1
-PRUNE_EVERY = 60
-"""Polls between checks that timed-out spans still exist (rows deleted by retention)."""
+STATE_VERSION = 2
+"""Version 2: merges read by id cursor; the span feed carries start-time bounds; counts
+that must survive a crash (`counts`). Version 1 files are migrated on load (see `_load`)."""
+SPANS = "operation_traces"
+MERGES = "merge_traces"
+"""Collector names, as `disabled_collectors` and `pggit_exporter_collector_enabled` use them."""
+SPAN_COLUMNS = frozenset({
+    "trace_id", "span_id", "parent_span_id", "operation_type", "span_name", "span_status",
+    "start_time", "end_time", "duration_microseconds", "branch_id", "user_name", "session_id",
+    "memory_peak_bytes", "cpu_microseconds", "error_message", "error_code", "error_details",
+    "attributes"})
+MERGE_COLUMNS = frozenset({
+    "merge_metric_id", "source_branch_id", "target_branch_id", "merge_base_calculation_us",
+    "conflict_detection_us", "conflict_count", "auto_resolution_us",
+    "auto_resolution_success_count", "auto_resolution_failure_count", "total_merge_us",
+    "merge_status", "user_name", "session_id", "started_at", "completed_at"})
+FULL_PASS_INTERVAL = 60.0
+GAP_GRACE = 2.0
 PAGES = 4
 """Batches one healthy poll may read: enough to spread a poll's fixed costs, few enough to
 keep its transaction short."""
@@ -84,7 +113,7 @@ def tracing_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
 
 
 class TraceForwarder:
-    """Per database: a poll thread (reading) and a sender thread (OTLP), plus span metrics."""
+    """Per database: a poll thread (reading, span metrics) and, with an endpoint, a sender."""
 
     def __init__(self, database: str,
                  connect: Callable[[], AbstractContextManager[psycopg.Connection]],
@@ -92,18 +121,37 @@ class TraceForwarder:
                  state_dir: Path, self_metrics: Any, on_change: Callable[[], None],
                  span_buckets: tuple[float, ...], label_cap: LabelCap,
                  database_name_for_resource: str, *, poll_interval: float = 1.0,
-                 exporter: Any = None, resource_attributes: Mapping[str, str] | None = None):
+                 exporter: Any = None, send: bool = True, merges: bool = True,
+                 db_cfg: DatabaseConfig | None = None,
+                 full_pass_interval: float = FULL_PASS_INTERVAL,
+                 gap_grace: float = GAP_GRACE,
+                 resource_attributes: Mapping[str, str] | None = None,
+                 native: NativeSpec | None = None):
         self.database = database
         self.connect = connect
         self.cfg = cfg
+        self.schema = schema
+        self.tables = tables
+        # Tests build a forwarder without a database entry: one unvalidated stand-in.
+        self.db_cfg = db_cfg or DatabaseConfig.model_construct(
+            name=database, dsn="", schema_=schema,
+            tables={n: tables(n) for n in ("operation_traces", "merge_performance_metrics",
+                                           "branches") if tables(n) != n})
         self.state_path = Path(state_dir) / f"{database}.traces.json"
         self.self_metrics = self_metrics
         self.on_change = on_change
         self.label_cap = label_cap
         self.poll_interval = poll_interval
+        self.full_pass_interval = full_pass_interval
+        self.native = native
+        self.quick_window = QUICK_WINDOW
+        self.gap_grace = gap_grace
+        self.want_merges = merges and cfg.merges_as_traces
         self._span_buckets = tuple(span_buckets)
         self.spans = SpanReader(schema, tables)
-        self.merges = MergeReader(schema, tables)
+        self.merges: MergeReader | None = None
+        self.enabled: dict[str, bool] | None = None
+        self.mode: str | None = None
         self.style = SpanStyle(
             resource=Resource.create({
                 **(resource_attributes or {}),  # the database's static labels
@@ -117,40 +165,60 @@ class TraceForwarder:
             user_name=cfg.user_name, max_attribute_length=cfg.max_attribute_length,
             max_attributes=cfg.max_attributes)
         self.queue = SpanQueue(cfg.queue_size)
-        self.sender = Sender(exporter if exporter is not None
-                             else build_exporter(cfg, envelope=self.style.envelope),
-                             self.queue, cfg.batch_size, self._exported, self._failed,
-                             self._given_up, cfg.retry_for)
+        self.sender: Sender | None = None
+        if send:
+            self.sender = Sender(exporter if exporter is not None
+                                 else build_exporter(cfg, envelope=self.style.envelope),
+                                 self.queue, cfg.batch_size, self._exported, self._failed,
+                                 self._given_up, cfg.retry_for)
         self._lock = threading.Lock()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"pggit-traces-read-{database}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
+        self._timed_out_at = 0
         self._dirty = True
         self._throttled = False
+        self._more = False
         self._saved_at = float("-inf")
         self.save_interval = SAVE_INTERVAL
         self.late_ends = 0
         self._load()
         self._published = self._parts()
-        for result in ("exported", "dropped", "timed_out"):
-            self._counter(result)
+        if self.sender is not None:
+            for result in ("exported", "dropped", "timed_out"):
+                self._counter(result)
+            self._counter("dropped").inc(self.counts.get("dropped", 0))
 
     # -- state --------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        """Restore the checkpoint; a version-1 file is migrated (spans: read as is, their
+        next pass is a full one; merges: an id cursor built on the first poll)."""
         data = read_state(self.state_path) or {}
-        if data and data.get("version") != STATE_VERSION:
-            raise ValueError(f"{self.state_path}: unknown state version {data.get('version')}")
+        version = data.get("version", STATE_VERSION) if data else STATE_VERSION
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"{self.state_path}: unknown state version {version}")
         self.span_scan = ChangeScan.from_json(data.get("spans"))
-        self.merge_scan = ChangeScan.from_json(data.get("merges"))
+        self.merge_cursor: IdCursor | None = IdCursor()
+        self.merge_migration: dict[str, Any] | None = None
+        if version == 1:
+            if data.get("merges"):
+                self.merge_cursor = None
+                self.merge_migration = data["merges"]
+            log.info("trace state migrated from version 1",
+                     extra={"database": self.database, "path": str(self.state_path)})
+        elif data.get("merges") is not None:
+            self.merge_cursor = IdCursor.from_json(data["merges"])
         self.running: dict[str, list[Any]] = dict(data.get("running", {}))
         self.timed_out: dict[str, list[Any]] = dict(data.get("timed_out", {}))
         self.unsent: list[str] = list(data.get("unsent", []))
         self.late_ends = int(data.get("late_ends", 0))
+        self.counts: dict[str, int] = {k: int(v) for k, v in data.get("counts", {}).items()}
         bounds = {HISTOGRAM: tuple(self._buckets())}
         agg = data.get("aggregates")
-        self.agg = Aggregates.from_json(agg, bounds) if agg else Aggregates(bounds)
+        self.agg = (Aggregates.from_json(agg, bounds, self.native) if agg
+                    else Aggregates(bounds, self.native))
         for (name, pos), values in self.agg.label_values().items():
             if name == HISTOGRAM and pos in (0, 1):
                 self.label_cap.admit(("operation_type", "span_name")[pos], values)
@@ -169,13 +237,18 @@ class TraceForwarder:
             data = {
                 "version": STATE_VERSION,
                 "spans": self.span_scan.to_json(),
-                "merges": self.merge_scan.to_json(),
+                "merges": (self.merge_cursor.to_json() if self.merge_cursor is not None
+                           else None),
                 "running": self.running,
                 "timed_out": self.timed_out,
                 "unsent": self.queue.keys(),
                 "late_ends": self.late_ends,
+                "counts": dict(self.counts),
                 "aggregates": self.agg.to_json(),
             }
+            if self.merge_migration is not None:
+                data["version"] = 1
+                data["merges"] = self.merge_migration
             parts = self._parts()
         write_atomic(self.state_path, data)
         self._saved_at = time.monotonic()
@@ -204,9 +277,15 @@ class TraceForwarder:
         return self.self_metrics["pggit_exporter_spans_total"].labels(
             database=self.database, result=result)
 
+    def _dropped(self, n: int) -> None:
+        """Dropped spans are counted in the checkpoint too, so the count survives a crash."""
+        self.counts["dropped"] = self.counts.get("dropped", 0) + n
+        self._counter("dropped").inc(n)
+
     def _depth(self) -> None:
-        self.self_metrics["pggit_exporter_span_queue_depth"].labels(
-            database=self.database).set(self.queue.depth)
+        if self.sender is not None:
+            self.self_metrics["pggit_exporter_span_queue_depth"].labels(
+                database=self.database).set(self.queue.depth)
 
     def _exported(self, n: int) -> None:
         self._dirty = True
@@ -216,7 +295,8 @@ class TraceForwarder:
 
     def _given_up(self, n: int) -> None:
         self._dirty = True
-        self._counter("dropped").inc(n)
+        with self._lock:
+            self._dropped(n)
         self._depth()
 
     def _failed(self, message: str) -> None:
@@ -225,11 +305,77 @@ class TraceForwarder:
             database=self.database, stage="send", reason="other").inc()
         self.on_change()
 
+    def _invalid(self, table: str, key: Any, bad: str) -> None:
+        """One odd row: counted by reason, one log line naming table, key and column."""
+        column, reason = bad.split(":", 1)
+        self.self_metrics["pggit_exporter_invalid_rows_total"].labels(
+            database=self.database, table=table, reason=reason).inc()
+        log.warning("invalid row skipped", extra={
+            "database": self.database, "table": table, "key": str(key), "column": column,
+            "reason": reason})
+
+    def _set_mode(self, privileged: bool) -> None:
+        mode = MODE_PRIVILEGED if privileged else MODE_SELECT_ONLY
+        if mode == self.mode:
+            return
+        self.mode = mode
+        gauge = self.self_metrics["pggit_exporter_read_mode"]
+        for m in (MODE_PRIVILEGED, MODE_SELECT_ONLY):
+            gauge.labels(self.database, "operation_traces", m).set(1 if m == mode else 0)
+        if privileged:
+            log.info("spans read through a start_time window bounded by pg_stat_activity",
+                     extra={"database": self.database, "mode": mode})
+        else:
+            log.warning(
+                "this role cannot see other sessions' transactions: spans are read exactly "
+                "by a full table scan at most every %.0fs, recent spans in between; %s makes "
+                "each poll cost only the changes", self.full_pass_interval, PRIVILEGE_HINT,
+                extra={"database": self.database, "mode": mode})
+
+    def mode_text(self) -> str:
+        """For the landing page: the method in use and what would make it cheaper."""
+        if self.mode is None:
+            return "not read yet"
+        if self.mode == MODE_PRIVILEGED:
+            return f"{self.mode} (cost follows the changes)"
+        return (f"{self.mode} (a full scan at most every {self.full_pass_interval:.0f}s; "
+                f"{PRIVILEGE_HINT} makes polls cheaper)")
+
     def collect(self) -> list[Part]:
         """Span metrics as last checkpointed: never waits for a poll, never ahead of the disk."""
         return self._published
 
     # -- polling ------------------------------------------------------------------------------
+
+    def _discover(self, conn: psycopg.Connection) -> None:
+        """Which of the two sources this database has, through the same discovery as the
+        metrics collectors; a missing table or column turns its source off with one line."""
+        found = discover(conn, self.db_cfg)
+        conn.rollback()
+        disabled = set(self.db_cfg.disabled_collectors)
+        why = {SPANS: "disabled in the configuration" if SPANS in disabled
+               else found.missing("operation_traces", SPAN_COLUMNS)}
+        if not self.want_merges or MERGES in disabled:
+            why[MERGES] = "disabled in the configuration"
+        else:
+            why[MERGES] = found.missing("merge_performance_metrics", MERGE_COLUMNS)
+        enabled = {c: w is None for c, w in why.items()}
+        for collector, ok in enabled.items():
+            if self.enabled is None or self.enabled.get(collector) != ok:
+                if ok:
+                    log.info("collector enabled",
+                             extra={"database": self.database, "collector": collector})
+                else:
+                    log.warning("collector disabled", extra={
+                        "database": self.database, "collector": collector,
+                        "reason": why[collector]})
+        self.self_metrics.database(self.database).collectors(enabled, source="traces")
+        names = found.missing("branches", frozenset({"branch_id", "branch_name"})) is None
+        if enabled[MERGES]:
+            self.merges = MergeReader(self.schema, self.tables, names)
+            self.self_metrics["pggit_exporter_read_mode"].labels(
+                self.database, "merge_performance_metrics", "id_cursor").set(1)
+        self.enabled = enabled
 
     def _observe(self, row: SpanRow) -> None:
         value = duration_seconds(row)
@@ -241,6 +387,11 @@ class TraceForwarder:
 
     def _handle(self, row: SpanRow, out: list[Group]) -> None:
         if self.span_scan.seen(row.span_id, row.xid):
+            return
+        if row.bad is not None:
+            self.running.pop(row.span_id, None)
+            self.timed_out.pop(row.span_id, None)
+            self._invalid("operation_traces", row.span_id, row.bad)
             return
         if not row.ended:
             if row.span_id not in self.timed_out:
@@ -254,7 +405,45 @@ class TraceForwarder:
             self._observe(row)
             return
         self._observe(row)
-        out.append(Group("s:" + row.span_id, encode=partial(to_span, row, self.style)))
+        if self.sender is not None:
+            out.append(Group("s:" + row.span_id, encode=partial(to_span, row, self.style)))
+
+    def _probe(self, conn: psycopg.Connection, xmax: int, keys: list[str],
+               out: list[Group]) -> dict[str, SpanRow]:
+        """Look up spans by key and handle those that ended (or turned invalid) since."""
+        found = {r.span_id: r for r in self.spans.by_ids(conn, keys, xmax)}
+        for row in found.values():
+            if row.ended or row.bad is not None:
+                self._handle(row, out)
+            elif row.span_id in self.running:
+                self.running[row.span_id] = [row.start_us, row.operation_type]
+        return found
+
+    def _updates(self, conn: psycopg.Connection, xmax: int, out: list[Group]) -> None:
+        """Spans seen RUNNING, probed by key for their end: that is how ends of spans older
+        than the start-time window are found. Timed-out spans are probed too, for a late end
+        or their deletion by retention."""
+        scan = self.span_scan
+        if scan.in_pass and scan.backlog:
+            return  # the backlog pass itself reads every row; a probe could hand one twice
+        keys = list(self.running)
+        for i in range(0, len(keys), self.cfg.batch_size):
+            chunk = keys[i:i + self.cfg.batch_size]
+            found = self._probe(conn, xmax, chunk, out)
+            for key in chunk:
+                if key not in found:
+                    self.running.pop(key, None)
+        if self.timed_out:
+            # A rotating slice of at most a batch per poll: spans that stay stuck forever
+            # (their caller crashed) must not make every poll cost more.
+            keys = sorted(self.timed_out)
+            start = self._timed_out_at % len(keys)
+            chunk = (keys[start:] + keys[:start])[:self.cfg.batch_size]
+            self._timed_out_at = start + len(chunk)
+            found = self._probe(conn, xmax, chunk, out)
+            for key in chunk:
+                if key not in found:
+                    self.timed_out.pop(key, None)
 
     def _timeouts(self, conn: psycopg.Connection, xmax: int, now_us: int,
                   out: list[Group]) -> int:
@@ -268,11 +457,12 @@ class TraceForwarder:
             row = found.get(span_id)
             if row is None:
                 self.running.pop(span_id, None)
-            elif not row.ended:
+            elif not row.ended and row.bad is None:
                 entry = self.running.pop(span_id)
                 self.timed_out[span_id] = entry
-                out.append(Group("t:" + span_id, encode=partial(to_span, row, self.style,
-                                                                 now_us)))
+                if self.sender is not None:
+                    out.append(Group("t:" + span_id,
+                                     encode=partial(to_span, row, self.style, now_us)))
                 n += 1
         return n
 
@@ -283,39 +473,55 @@ class TraceForwarder:
         span_keys = [k[2:] for k in keys if k[:2] in ("s:", "t:")]
         rows = {r.span_id: r for r in self.spans.by_ids(conn, span_keys, xmax)}
         merge_ids = [int(k[2:]) for k in keys if k.startswith("m:")]
-        merges = {r.merge_metric_id: r for r in self.merges.by_ids(conn, merge_ids, xmax)}
+        merges = ({r.merge_metric_id: r for r in self.merges.by_ids(conn, merge_ids)}
+                  if self.merges is not None else {})
         for key in keys:
             kind, ident = key[:2], key[2:]
             if kind == "m:":
                 m = merges.get(int(ident))
-                if m is not None:
+                if m is not None and m.bad is None and m.started_us is not None:
                     out.append(Group(key, merge_traces.to_spans(m, self.database, self.style)))
                 continue
             row = rows.get(ident)
-            if row is None:
-                self._counter("dropped").inc()
+            if row is None or row.bad is not None:
+                self._dropped(1)
             elif kind == "t:":
                 out.append(Group(key, encode=partial(to_span, row, self.style, now_us)))
             elif row.ended:
                 out.append(Group(key, encode=partial(to_span, row, self.style)))
 
-    def _merges(self, conn: psycopg.Connection, current: Snapshot, limit: int,
-                out: list[Group]) -> int:
-        if not self.cfg.merges_as_traces or limit <= 0 or not self.merges.check(conn):
-            return 0
-        scan = self.merge_scan
-        scan.begin(current)
-        rows = self.merges.changed(conn, scan, current.xmax, limit)
+    def _merge_rows(self, rows: list[MergeRow], out: list[Group]) -> None:
         for m in rows:
-            if scan.seen(str(m.merge_metric_id), m.xid) or m.completed_us is None:
-                continue
-            out.append(Group(f"m:{m.merge_metric_id}",
-                             merge_traces.to_spans(m, self.database, self.style)))
-        scan.advance(rows[-1].merge_metric_id if rows else None, len(rows), limit)
-        return len(rows)
+            if m.bad is not None or m.started_us is None:
+                self._invalid("merge_performance_metrics", m.merge_metric_id,
+                              m.bad or "started_at:out_of_range")
+            elif self.sender is not None:
+                out.append(Group(f"m:{m.merge_metric_id}",
+                                 merge_traces.to_spans(m, self.database, self.style)))
+
+    def _merges(self, conn: psycopg.Connection, limit: int, out: list[Group]) -> int:
+        """Completed merges past the id cursor (merges only become spans: no sender, no
+        reading)."""
+        if self.merges is None or self.sender is None or limit <= 0:
+            return 0
+        snap = take_snapshot(conn, time.time())
+        got: list[MergeRow] = []
+        if self.merge_cursor is None:
+            assert self.merge_migration is not None
+            self.merge_cursor = self.merges.migrate(
+                conn, changescan_handled(self.merge_migration), snap, got.extend)
+            self.merge_migration = None
+        else:
+            result = self.merges.read(conn, self.merge_cursor, snap, self.cfg.batch_size,
+                                      limit, self.gap_grace, got.extend)
+            self._more = self._more or result.backlog
+        self._merge_rows(got, out)
+        return len(got)
 
     def _offer(self, groups: list[Group], healthy: bool) -> int:
         """Queue groups; returns the spans that did not fit (dropped, counted by the caller)."""
+        if self.sender is None:
+            return 0
         if not healthy:
             # The queue fills while the endpoint is down: hold spans encoded (smaller than
             # rows), and encode here, before the sender can see the group.
@@ -333,8 +539,6 @@ class TraceForwarder:
         """
         scan = self.span_scan
         page = self.cfg.batch_size
-        with self._lock:
-            scan.begin(current)
         asked = min(page, limit)
         rows = self.spans.changed(conn, scan, current.xmax, asked)
         consumed = dropped = 0
@@ -363,23 +567,35 @@ class TraceForwarder:
             rows, asked = ahead.result(), next_asked
 
     def poll_once(self) -> int:
-        """One poll; returns the rows consumed (a full read means: poll again at once)."""
-        healthy = self.sender.stats.healthy
+        """One poll; returns the rows read. `_more` says whether to poll again at once: only
+        while a pass or a merge backlog continues, never for a poll that only re-read rows
+        it had handled already."""
+        healthy = self.sender.stats.healthy if self.sender is not None else True
         batch = self.cfg.batch_size
         # Healthy: read when no more than a batch waits, up to PAGES batches, and leave the
         # rest in the table; the queue's capacity is for outages. A poll costs a snapshot,
         # a few round trips and a checkpoint, so it reads batches, not the odd few spans.
-        if healthy:
+        if self.sender is None:
+            limit = batch * PAGES
+        elif healthy:
             limit = (min(batch * PAGES, self.queue.room()) if self.queue.depth <= batch
                      else 0)
         else:
             limit = batch
         self._throttled = limit == 0
+        self._more = False
         out: list[Group] = []
         consumed = dropped = timed_out = handed = 0
         with self.connect() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
+            if self.enabled is None:
+                self._discover(conn)
+            assert self.enabled is not None
+            spans_on = self.enabled[SPANS]
+            bound = read_bound(conn) if spans_on else None
+            if bound is not None:
+                self._set_mode(bound.privileged)
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snap_text, now_us = conn.execute(
@@ -394,26 +610,31 @@ class TraceForwarder:
                         self._resend(conn, current.xmax, now_us, resent)
                     dropped += self._offer(resent, healthy)
                     handed = len(resent)
-                if limit > 0:
+                if spans_on and limit > 0:
+                    assert bound is not None
+                    with self._lock:
+                        self.span_scan.begin(current, bound, now_us / 1e6,
+                                             self.full_pass_interval, self.quick_window)
                     consumed, lost = self._pages(conn, current, limit, healthy)
                     dropped += lost
+                    self._more = self.span_scan.in_pass
                 with self._lock:
-                    consumed += self._merges(conn, current, limit - consumed, out)
-                    timed_out = self._timeouts(conn, current.xmax, now_us, out)
+                    if spans_on:
+                        self._updates(conn, current.xmax, out)
+                    consumed += self._merges(conn, limit - consumed, out)
+                    if spans_on:
+                        timed_out = self._timeouts(conn, current.xmax, now_us, out)
                     self._polls += 1
-                    if self.timed_out and self._polls % PRUNE_EVERY == 0:
-                        alive = self.spans.existing(conn, self.timed_out)
-                        self.timed_out = {k: v for k, v in self.timed_out.items()
-                                          if k in alive}
         dropped += self._offer(out, healthy)
         handed += len(out)
         if dropped:
-            self._counter("dropped").inc(dropped)
+            with self._lock:
+                self._dropped(dropped)
             log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
         if timed_out:
             self._counter("timed_out").inc(timed_out)
         self._depth()
-        backlog = 0 < limit == consumed
+        backlog = self._more
         if (consumed or handed or self._dirty or self.span_scan.in_pass) and not (
                 backlog and time.monotonic() - self._saved_at < self.save_interval):
             self._dirty = False
@@ -427,21 +648,29 @@ class TraceForwarder:
         delay = 0.0
         while not self._stop.wait(delay):
             try:
-                consumed = self.poll_once()
-                delay = 0.0 if consumed else self.poll_interval
+                self.poll_once()
+                delay = 0.0 if self._more else self.poll_interval
                 if self._throttled:
                     # Held back by a busy sender: read again as soon as it has sent a batch.
                     self.queue.wait_depth(self.cfg.batch_size, self.poll_interval)
                     delay = 0.0
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                # The database's poller reports the outage (pggit_up 0, stage="connect");
+                # counting it here too would count one outage twice.
+                log.info("%s: trace poll could not connect: %s", self.database, exc)
+                self.enabled = None
+                delay = self.poll_interval
             except Exception as exc:
                 log.warning("%s: trace poll failed: %s", self.database, exc)
                 self.self_metrics["pggit_exporter_errors_total"].labels(
                     database=self.database, stage="read", reason=connect_errors.reason(exc)).inc()
+                self.enabled = None
                 self.on_change()
                 delay = self.poll_interval
 
     def start(self) -> None:
-        self.sender.start()
+        if self.sender is not None:
+            self.sender.start()
         self._thread = threading.Thread(target=self._run, name=f"pggit-traces-{self.database}",
                                         daemon=True)
         self._thread.start()
@@ -454,7 +683,8 @@ class TraceForwarder:
         if self._thread is not None:
             self._thread.join(timeout)
         self._reader.shutdown(wait=False)
-        self.sender.drain(deadline)
+        if self.sender is not None:
+            self.sender.drain(deadline)
         try:
             self._save()
         except OSError as exc:
@@ -462,4 +692,4 @@ class TraceForwarder:
 
     def send_pending(self) -> bool | None:
         """Send one batch now (tests drive the sender without its thread)."""
-        return self.sender.send_once()
+        return self.sender.send_once() if self.sender is not None else None
