@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -217,3 +219,12 @@ if __name__ == "__main__":
     import sys
 
     _run_forwarder(sys.argv[1:])
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real OTLP receiver (gRPC and HTTP) for the test, stopped after it."""
+    r = Receiver()
+    r.start()
+    yield r
+    r.stop()

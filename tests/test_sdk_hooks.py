@@ -6,9 +6,8 @@ talk to a real OTLP receiver (tests/otlp_receiver.py), so "works" means spans ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope as ScopeMessage
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
 from opentelemetry.sdk.resources import Resource
@@ -25,14 +24,6 @@ ENVELOPE = encode.Envelope(Resource.create({"service.name": "hooks", "cluster": 
 def one_span(name: str) -> bytes:
     return encode.span(b"\x01" * 16, b"\x02" * 8, None, name, 1_000, 2_000,
                        encode.attributes([("k", "v")]))
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 def test_hook_encode_resource() -> None:

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
 from tests.exporter_fixtures import parse, scrape, total, wait_for
 from tests.otlp_receiver import Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 def test_exporter_with_an_otlp_endpoint_sends_spans_and_exposes_span_metrics(

@@ -3,7 +3,6 @@ resource of its spans; bad names rejected by check-config with the key and the r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -100,14 +99,6 @@ def test_without_static_labels_the_page_is_byte_identical(openmetrics: bool) -> 
     strip = [ln for ln in first.splitlines() if not ln.startswith(("process_", "python_"))]
     again = [ln for ln in second.splitlines() if not ln.startswith(("process_", "python_"))]
     assert strip == again
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 def test_running_exporter_labels_its_self_metrics_and_spans(

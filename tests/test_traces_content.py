@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -16,14 +15,6 @@ from exporter.send.forwarder import tracing_enabled
 from exporter.send.otlp import build_exporter, protocol
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
 from tests.test_traces_trees import drain, end_span, start_span
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 def insert_span(dsn: str, span_id: str, start: str, end: str, attributes: str | None = None

@@ -12,14 +12,6 @@ from tests.otlp_receiver import Receiver, make_forwarder, spans_total, traces_co
 from tests.test_traces_trees import drain, end_span, start_span
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
-
-
 def write_ended(conn: psycopg.Connection, span_ids: list[str]) -> None:
     for span_id in span_ids:
         start_span(conn, span_id, None)

@@ -8,23 +8,12 @@ sent again and nothing that changed since is lost, spans and merges alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
 from tests.test_traces_trees import drain, end_span, start_span
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
-
 
 MERGE = ("INSERT INTO pggit.merge_performance_metrics (source_branch_id, target_branch_id, "
          "total_merge_us, merge_status, user_name, started_at, completed_at) "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -13,14 +12,6 @@ from exporter.send import ids
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
 
 DEPTH = 5
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 def start_span(conn: psycopg.Connection, span_id: str, parent: str | None,

@@ -56,14 +56,6 @@ def dbs(request: pytest.FixtureRequest, ny_server: EmbeddedPostgres) -> tuple[st
     return dsn, create_select_only_role(dsn, role, "secret"), request.param
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
-
-
 def writer(dsn: str, autocommit: bool = True) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=autocommit, options=f"-c TimeZone={WRITER_ZONE}")
 
