@@ -48,12 +48,11 @@ from exporter.catalog import metric
 from exporter.config import MetricsConfig
 from exporter.expose.families import Histogram, Part
 from exporter.native import NativeCell
+from exporter.send.otlp import signal_protocol
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-PROTOCOLS = ("grpc", "http/protobuf")
-DEFAULT_PROTOCOL = "http/protobuf"
 UNITS = {"seconds": "s", "bytes": "By"}
 """Prometheus unit suffixes in UCUM, as OTLP names units."""
 SCOPE = InstrumentationScope("pggit-exporter", __version__)
@@ -66,11 +65,7 @@ def metrics_enabled(cfg: MetricsConfig, env: Mapping[str, str]) -> bool:
 
 
 def protocol(cfg: MetricsConfig, env: Mapping[str, str]) -> str:
-    value = (cfg.protocol or env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-             or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or DEFAULT_PROTOCOL).strip()
-    if value not in PROTOCOLS:
-        raise ValueError(f"metrics.protocol: {value!r} is not one of {', '.join(PROTOCOLS)}")
-    return value
+    return signal_protocol(cfg.protocol, "metrics", env)
 
 
 def build_exporter(cfg: MetricsConfig, env: Mapping[str, str] | None = None) -> MetricExporter:

@@ -27,13 +27,17 @@ from exporter.send.encode import Envelope
 
 log = logging.getLogger(__name__)
 
-def protocol(cfg: TracesConfig, env: Mapping[str, str]) -> str:
+def signal_protocol(configured: str | None, signal: str, env: Mapping[str, str]) -> str:
     """YAML wins; then the per-signal variable, then the general one (OTel spec order)."""
-    value = (cfg.protocol or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    value = (configured or env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
              or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or DEFAULT_PROTOCOL).strip()
     if value not in PROTOCOLS:
-        raise ValueError(f"traces.protocol: {value!r} is not one of {', '.join(PROTOCOLS)}")
+        raise ValueError(f"{signal}.protocol: {value!r} is not one of {', '.join(PROTOCOLS)}")
     return value
+
+
+def protocol(cfg: TracesConfig, env: Mapping[str, str]) -> str:
+    return signal_protocol(cfg.protocol, "traces", env)
 
 
 def headers(cfg: TracesConfig) -> dict[str, str] | None:
