@@ -67,6 +67,7 @@ class SpanLease:
         self.channel = channel(schema, table)
         self.on_announced = on_announced
         self.held = False
+        self.announcing = True
         self.conn: psycopg.Connection | None = None
         self._pid = 0
 
@@ -75,10 +76,24 @@ class SpanLease:
             self.on_announced(notify.payload.split(" "))
 
     def _open(self) -> psycopg.Connection:
+        """The lock connection, listening for announcements where the server allows it.
+
+        A server in recovery (a hot standby) refuses LISTEN and NOTIFY but not advisory
+        locks: the lease still decides who sends, and a takeover then sends every candidate,
+        which may repeat up to a queue of spans. One warning says so.
+        """
         conn = self.open_session()
         self._pid = conn.info.backend_pid
         conn.add_notify_handler(self._heard)
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self.announcing = True
+        except psycopg.Error as exc:
+            if self.announcing:
+                log.warning("%s: span lease without hand-over (LISTEN refused: %s); a "
+                            "takeover may send again what the last holder sent",
+                            self.database, exc)
+            self.announcing = False
         return conn
 
     def refresh(self) -> bool:
@@ -110,7 +125,7 @@ class SpanLease:
     def announce(self, keys: Iterable[str]) -> None:
         """Tell standbys these span keys were accepted by the endpoint."""
         conn = self.conn
-        if conn is None or not self.held:
+        if conn is None or not self.held or not self.announcing:
             return
         payloads: list[str] = []
         current: list[str] = []
