@@ -204,6 +204,9 @@ _METRICS: tuple[Metric, ...] = (
            "Spans handled by the trace forwarder, by result.", ("result",), "exporter"),
     Metric("pggit_exporter_span_queue_depth", "gauge",
            "Spans waiting to be sent to the OTLP endpoint.", (), "exporter"),
+    Metric("pggit_exporter_span_lease_held", "gauge",
+           "1 while this exporter holds the database's span lease and so is the one sending "
+           "its spans; 0 on a standby.", (), "exporter"),
     Metric("pggit_exporter_read_mode", "gauge",
            "1 for the method that reads the source's changes (start_time_window needs "
            "pg_read_all_stats; periodic_full_scan is the SELECT-only fallback).",

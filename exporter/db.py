@@ -116,6 +116,20 @@ class Database:
                 raise ConnectFailed(failure.reason, str(failure)) from None
             yield conn
 
+    def session(self) -> psycopg.Connection:
+        """A connection of its own, outside the pool, for the span lease.
+
+        A session-level advisory lock lasts as long as its connection, so it cannot live on
+        a pooled one that is handed back. Autocommit and not read-only: the lease announces
+        sent spans with pg_notify, which any role may call.
+        """
+        conn = self._connection_class().connect(
+            self.cfg.dsn, autocommit=True, application_name=self.cfg.application_name,
+            connect_timeout=max(1, round(self.cfg.connect_timeout)))
+        timeout_ms = int(self.cfg.statement_timeout * 1000)
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
+        return conn
+
     def table(self, name: str) -> sql.Composed:
         """The schema-qualified, quoted identifier of a pgGit table (names come from config)."""
         return sql.Identifier(self.cfg.schema, self.cfg.table(name))

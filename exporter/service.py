@@ -110,7 +110,7 @@ class Service:
                 send=tracing_enabled(self.cfg.traces, os.environ), db_cfg=db_cfg,
                 full_pass_interval=self.cfg.traces.full_pass_interval,
                 gap_grace=self.cfg.gap_grace, resource_attributes=db_cfg.labels,
-                native=self.cfg.native)
+                native=self.cfg.native, lease_session=unit.database.session)
             unit.forwarder = forwarder
             unit.components.append(forwarder)
             unit.sources.append(forwarder.collect)

@@ -47,6 +47,7 @@ SELF_METRICS = (
     "pggit_exporter_last_poll_success_timestamp_seconds",
     "pggit_exporter_spans_total",
     "pggit_exporter_span_queue_depth",
+    "pggit_exporter_span_lease_held",
     "pggit_exporter_read_mode",
     "pggit_exporter_silences",
     "pggit_exporter_silence_sync_errors_total",

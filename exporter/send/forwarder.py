@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
@@ -71,6 +72,7 @@ from exporter.read.operation_traces import (
     read_bound,
 )
 from exporter.send import ids
+from exporter.send.lease import SpanLease, digest
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,8 @@ class TraceForwarder:
                  full_pass_interval: float = FULL_PASS_INTERVAL,
                  gap_grace: float = GAP_GRACE,
                  resource_attributes: Mapping[str, str] | None = None,
-                 native: NativeSpec | None = None):
+                 native: NativeSpec | None = None,
+                 lease_session: Callable[[], psycopg.Connection] | None = None):
         self.database = database
         self.connect = connect
         self.cfg = cfg
@@ -166,11 +169,22 @@ class TraceForwarder:
             max_attributes=cfg.max_attributes)
         self.queue = SpanQueue(cfg.queue_size)
         self.sender: Sender | None = None
+        # The span lease (see `exporter.send.lease`): only a sender needs it. While another
+        # exporter holds it, spans this one would send wait as candidates, by key digest,
+        # until the holder announces them sent or this exporter takes the lease over.
+        self.lease: SpanLease | None = None
+        self.candidates: OrderedDict[str, Group] = OrderedDict()
+        self.announced: OrderedDict[str, None] = OrderedDict()
+        self._lease_lock = threading.Lock()
+        if send and lease_session is not None:
+            self.lease = SpanLease(database, lease_session, schema, tables(SPANS),
+                                   self._announced)
         if send:
             self.sender = Sender(exporter if exporter is not None
                                  else build_exporter(cfg, envelope=self.style.envelope),
                                  self.queue, cfg.batch_size, self._exported, self._failed,
-                                 self._given_up, cfg.retry_for)
+                                 self._given_up, cfg.retry_for, on_sent=self._sent,
+                                 may_send=self._may_send)
         self._lock = threading.Lock()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"pggit-traces-read-{database}")
         self._stop = threading.Event()
@@ -189,6 +203,8 @@ class TraceForwarder:
             for result in ("exported", "dropped", "timed_out"):
                 self._counter(result)
             self._counter("dropped").inc(self.counts.get("dropped", 0))
+        if self.lease is not None:
+            self._lease_gauge(False)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -298,6 +314,67 @@ class TraceForwarder:
         with self._lock:
             self._dropped(n)
         self._depth()
+
+    # -- span lease ---------------------------------------------------------------------------
+
+    def _may_send(self) -> bool:
+        return self.lease is None or self.lease.held
+
+    def _sent(self, groups: list[Group]) -> None:
+        if self.lease is not None:
+            self.lease.announce(g.key for g in groups)
+
+    def _lease_gauge(self, held: bool) -> None:
+        self.self_metrics["pggit_exporter_span_lease_held"].labels(
+            database=self.database).set(1 if held else 0)
+
+    def _keep(self, groups: list[Group]) -> None:
+        """A standby's spans to send: kept unless the holder already announced them sent.
+        At most a queue's worth is kept (the oldest go first)."""
+        with self._lease_lock:
+            for group in groups:
+                d = digest(group.key)
+                if d in self.announced:
+                    del self.announced[d]
+                    continue
+                self.candidates[d] = group
+                self.candidates.move_to_end(d)
+            while len(self.candidates) > self.cfg.queue_size:
+                self.candidates.popitem(last=False)
+
+    def _announced(self, digests: list[str]) -> None:
+        """The holder sent these: forget them, or remember them for when they are read."""
+        with self._lease_lock:
+            for d in digests:
+                if self.candidates.pop(d, None) is None:
+                    self.announced[d] = None
+                    self.announced.move_to_end(d)
+            while len(self.announced) > 4 * self.cfg.queue_size:
+                self.announced.popitem(last=False)
+
+    def _lease_step(self) -> None:
+        """Once a poll, before reading: keep, take or lose the lease."""
+        assert self.lease is not None
+        was = self.lease.held
+        held = self.lease.refresh()
+        if held and not was:
+            with self._lease_lock:
+                groups = list(self.candidates.values())
+                self.candidates.clear()
+            dropped = sum(0 if self.queue.offer(g) else g.size for g in groups)
+            if dropped:
+                with self._lock:
+                    self._dropped(dropped)
+            log.info("span lease acquired: this exporter sends the spans", extra={
+                "database": self.database, "handed_over": len(groups) - dropped})
+            self._lease_gauge(True)
+            self._depth()
+        elif was and not held:
+            self._keep(self.queue.take_back())
+            log.warning("span lease lost: spans wait until this exporter holds it again",
+                        extra={"database": self.database})
+            self._lease_gauge(False)
+            self._depth()
 
     def _failed(self, message: str) -> None:
         log.warning("%s: %s", self.database, message)
@@ -522,6 +599,9 @@ class TraceForwarder:
         """Queue groups; returns the spans that did not fit (dropped, counted by the caller)."""
         if self.sender is None:
             return 0
+        if self.lease is not None and not self.lease.held:
+            self._keep(groups)
+            return 0
         if not healthy:
             # The queue fills while the endpoint is down: hold spans encoded (smaller than
             # rows), and encode here, before the sender can see the group.
@@ -586,6 +666,8 @@ class TraceForwarder:
         self._more = False
         out: list[Group] = []
         consumed = dropped = timed_out = handed = 0
+        if self.lease is not None:
+            self._lease_step()
         with self.connect() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
@@ -689,6 +771,8 @@ class TraceForwarder:
             self._save()
         except OSError as exc:
             log.warning("%s: could not save trace state: %s", self.database, exc)
+        if self.lease is not None:
+            self.lease.close()
 
     def send_pending(self) -> bool | None:
         """Send one batch now (tests drive the sender without its thread)."""

@@ -193,6 +193,15 @@ class SpanQueue:
             if self._depth > depth:
                 self._room.wait(timeout)
 
+    def take_back(self) -> list[Group]:
+        """Remove and return what waits (not what is in flight): the span lease was lost."""
+        with self._cond:
+            groups = list(self._groups)
+            self._groups.clear()
+            self._depth -= sum(g.size for g in groups)
+            self._room.notify_all()
+            return groups
+
     def keys(self) -> list[str]:
         """What has not been confirmed sent, for the checkpoint."""
         with self._cond:
@@ -217,8 +226,12 @@ class Sender:
     def __init__(self, exporter: SpanExporter, queue: SpanQueue, batch_size: int,
                  on_exported: Callable[[int], None], on_failure: Callable[[str], None],
                  on_dropped: Callable[[int], None], give_up_after: float,
-                 backoff_initial: float = 0.5, backoff_max: float = 30.0):
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                 on_sent: Callable[[list[Group]], None] | None = None,
+                 may_send: Callable[[], bool] | None = None):
         self.exporter = exporter
+        self.on_sent = on_sent
+        self.may_send = may_send
         self.queue = queue
         self.batch_size = batch_size
         self.on_exported = on_exported
@@ -245,12 +258,18 @@ class Sender:
         return result == SpanExportResult.SUCCESS
 
     def send_once(self, wait: float = 0.0) -> bool | None:
-        """Try the next batch once; None when there was nothing to send."""
+        """Try the next batch once; None when there was nothing to send (or sending is
+        not this exporter's turn: `may_send`, the span lease)."""
+        if self.may_send is not None and not self.may_send():
+            self._stop.wait(wait)
+            return None
         groups = self.queue.take(self.batch_size, wait)
         if not groups:
             return None
         if self._export(groups):
             self._failing_since = None
+            if self.on_sent is not None:
+                self.on_sent(groups)
             n = self.queue.done()
             self.stats.exported += n
             self.stats.healthy = True
