@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from exporter.send import ids
+from exporter.otlp import ids
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
 
 DEPTH = 5
