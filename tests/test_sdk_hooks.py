@@ -14,10 +14,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from exporter.send import encode, sdk_hooks
+from exporter.otlp import encode
+from exporter.send import sdk_hooks
+from exporter.send.envelope import Envelope
 from tests.otlp_receiver import Receiver
 
-ENVELOPE = encode.Envelope(Resource.create({"service.name": "hooks", "cluster": "eu-1"}),
+ENVELOPE = Envelope(Resource.create({"service.name": "hooks", "cluster": "eu-1"}),
                            InstrumentationScope("pggit-exporter", "9.9"))
 
 

@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.config import TracesConfig
-from exporter.send.encode import Envelope
+from exporter.send.envelope import Envelope
 from exporter.send.forwarder import tracing_enabled
 from exporter.send.otlp import build_exporter, protocol
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config

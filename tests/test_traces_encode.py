@@ -9,7 +9,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from exporter.send import encode
+from exporter.otlp import encode
+from exporter.send.envelope import Envelope
 
 RESOURCE = Resource.create({"service.name": "pggit", "n": 3})
 SCOPE = InstrumentationScope("pggit-exporter", "1.0")
@@ -55,12 +56,12 @@ CASES = [
 def test_each_span_encodes_like_the_sdk() -> None:
     for case in CASES:
         ours = ExportTraceServiceRequest.FromString(
-            encode.Envelope(RESOURCE, SCOPE).request([our_span(*case)]))
+            Envelope(RESOURCE, SCOPE).request([our_span(*case)]))
         assert ours == encode_spans([sdk_span(*case)]), case[3]
 
 
 def test_a_batch_encodes_like_the_sdk() -> None:
-    ours = encode.Envelope(RESOURCE, SCOPE).request([our_span(*case) for case in CASES])
+    ours = Envelope(RESOURCE, SCOPE).request([our_span(*case) for case in CASES])
     assert ExportTraceServiceRequest.FromString(ours) == encode_spans(
         [sdk_span(*case) for case in CASES])
 

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from exporter.send import ids
+from exporter.otlp import ids
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
 
 DEPTH = 5

@@ -10,9 +10,9 @@ across restarts but, unlike span texts, not unique across databases on their own
 from __future__ import annotations
 
 from exporter.map.operation_traces import SpanStyle, user_attribute
+from exporter.otlp import encode, ids
+from exporter.otlp.attributes import AttrValue
 from exporter.read.merge_traces import MergeRow
-from exporter.send import encode, ids
-from exporter.send.attributes import AttrValue
 
 PHASES = (
     ("merge_base_calculation", "merge_base_us"),
@@ -27,7 +27,7 @@ def merge_ids(database: str, merge_metric_id: int) -> tuple[bytes, bytes]:
 
 
 def to_spans(row: MergeRow, database: str, style: SpanStyle) -> list[bytes]:
-    """The merge's spans, encoded (see `exporter.send.encode`); the root first."""
+    """The merge's spans, encoded (see `exporter.otlp.encode`); the root first."""
     trace, root_id = merge_ids(database, row.merge_metric_id)
     start = row.started_us
     end = row.completed_us if row.completed_us is not None else start + row.total_merge_us

@@ -1,27 +1,38 @@
-"""A pgGit span row becomes an OTLP span (wire bytes) and a duration observation.
+"""A pgGit span row becomes an OTLP span (wire bytes) and span metrics.
 
-Ids come from `exporter.send.ids`: the trace id from the row's *root* `trace_id` (pgGit gives
+The span metrics (`pggit_span_duration_seconds`, `pggit_spans_running`) are mapped here, like
+every other table's metrics in `exporter.map`, so that whoever reads the rows (today the span
+source in `exporter.send.forwarder`) only hands rows over and decides nothing about metrics.
+
+Ids come from `exporter.otlp.ids`: the trace id from the row's *root* `trace_id` (pgGit gives
 every row its own), the parent from `parent_span_id`, so a tree leaves as one trace whatever
 order its spans end in. Timestamps arrive as exact epoch microseconds (the reader converts
 pgGit's local `timestamp without time zone` in the writers' time zone).
 
-The span is encoded here, once, straight from the row (`exporter.send.encode` says why no
+The span is encoded here, once, straight from the row (`exporter.otlp.encode` says why no
 SDK `ReadableSpan` is built); the attributes are those the SDK path would carry.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from exporter.aggregates import Aggregates, Labels
+from exporter.labels import LabelCap
+from exporter.otlp import encode, ids
+from exporter.otlp.attributes import AttrValue, cut, flatten, parse
 from exporter.read.operation_traces import SpanRow
-from exporter.send import encode, ids
-from exporter.send.attributes import AttrValue, cut, flatten, parse
 
 TIMED_OUT_MESSAGE = "span still RUNNING after the running timeout"
+HISTOGRAM = "pggit_span_duration_seconds"
+RUNNING = "pggit_spans_running"
+HISTOGRAM_LABELS = ("operation_type", "span_name")
+"""The capped labels of `HISTOGRAM`, by position (the third, the status, is a closed set)."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +44,6 @@ class SpanStyle:
     user_name: str = "off"
     max_attribute_length: int = 4096
     max_attributes: int = 128
-    envelope: encode.Envelope = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "envelope", encode.Envelope(self.resource, self.scope))
 
 
 def user_attribute(mode: str, user: str | None) -> dict[str, str]:
@@ -126,3 +133,27 @@ def duration_seconds(row: SpanRow) -> float:
         return max(row.duration_us, 0) / 1e6
     assert row.end_us is not None
     return max(row.end_us - row.start_us, 0) / 1e6
+
+
+def observe(agg: Aggregates, row: SpanRow, cap: LabelCap) -> None:
+    """An ended span's duration, with its root trace as exemplar, so that a slow bucket on a
+    dashboard links to the trace that put it there (when the trace is forwarded)."""
+    value = duration_seconds(row)
+    labels = (cap("operation_type", row.operation_type), cap("span_name", row.span_name),
+              row.span_status or "UNKNOWN")
+    assert row.end_us is not None
+    agg.observe(HISTOGRAM, labels, value,
+                exemplar=(ids.trace_id(row.root_trace_id).hex(), value, row.end_us / 1e6))
+
+
+def running(operation_types: Iterable[str | None], cap: LabelCap) -> dict[Labels, float]:
+    """`pggit_spans_running` from the operation types of the spans still RUNNING.
+
+    A gauge rebuilt each time: its labels go through the cap without spending it.
+    """
+    out: dict[Labels, float] = {}
+    for operation_type in operation_types:
+        key = (cap.peek("operation_type", operation_type),)
+        out[key] = out.get(key, 0.0) + 1
+    return out
+

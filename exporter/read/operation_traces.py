@@ -51,7 +51,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.send.attributes import MAX_JSON_TEXT
+from exporter.otlp.attributes import MAX_JSON_TEXT
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Everything about the connection stays the SDK's: endpoint, TLS and client certificates,
 headers, timeout, compression, its retries of transient errors and its reading of the
 `OTEL_EXPORTER_OTLP_*` variables. Only the step that turns `ReadableSpan`s into a request is
-replaced, because the spans arrive as protobuf bytes (`exporter.send.encode`); the SDK
+replaced, because the spans arrive as protobuf bytes (`exporter.otlp.encode`); the SDK
 internals that takes are kept in `exporter.send.sdk_hooks`.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from exporter.send.encode import Envelope
+from exporter.send.envelope import Envelope
 from exporter.send.sdk_hooks import GrpcRequestHook, HttpSendHook
 
 

@@ -54,8 +54,8 @@ from exporter.config import DatabaseConfig, TracesConfig
 from exporter.discover import discover
 from exporter.expose.families import Histogram, Part, Series
 from exporter.labels import LabelCap
-from exporter.map import merge_traces
-from exporter.map.operation_traces import SpanStyle, duration_seconds, to_span
+from exporter.map import merge_traces, operation_traces
+from exporter.map.operation_traces import HISTOGRAM, SpanStyle, to_span
 from exporter.native import NativeSpec
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import take_snapshot
@@ -71,14 +71,13 @@ from exporter.read.operation_traces import (
     SpanRow,
     read_bound,
 )
-from exporter.send import ids
+from exporter.send.envelope import Envelope
 from exporter.send.lease import SpanLease, digest
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-HISTOGRAM = "pggit_span_duration_seconds"
 STATE_VERSION = 2
 """Version 2: merges read by id cursor; the span feed carries start-time bounds; counts
 that must survive a crash (`counts`). Version 1 files are migrated on load (see `_load`)."""
@@ -181,7 +180,8 @@ class TraceForwarder:
                                    self._announced)
         if send:
             self.sender = Sender(exporter if exporter is not None
-                                 else build_exporter(cfg, envelope=self.style.envelope),
+                                 else build_exporter(
+                                     cfg, envelope=Envelope(self.style.resource, self.style.scope)),
                                  self.queue, cfg.batch_size, self._exported, self._failed,
                                  self._given_up, cfg.retry_for, on_sent=self._sent,
                                  may_send=self._may_send)
@@ -237,7 +237,7 @@ class TraceForwarder:
                     else Aggregates(bounds, self.native))
         for (name, pos), values in self.agg.label_values().items():
             if name == HISTOGRAM and pos in (0, 1):
-                self.label_cap.admit(("operation_type", "span_name")[pos], values)
+                self.label_cap.admit(operation_traces.HISTOGRAM_LABELS[pos], values)
 
     def _buckets(self) -> tuple[float, ...]:
         return self._span_buckets
@@ -277,15 +277,13 @@ class TraceForwarder:
         they were reported, and counting them would keep a stuck span in the gauge forever.
         """
         snapshot = self.agg.copy()
-        running: dict[tuple[str, ...], float] = {}
-        for entry in self.running.values():
-            key = (self.label_cap.peek("operation_type", entry[1]),)
-            running[key] = running.get(key, 0.0) + 1
+        running = operation_traces.running((e[1] for e in self.running.values()),
+                                           self.label_cap)
         prefix = (self.database,)
         return [Histogram(HISTOGRAM, snapshot.histograms[HISTOGRAM], snapshot.bounds[HISTOGRAM],
                           prefix, snapshot.exemplars.get(HISTOGRAM, {}),
                           snapshot.native.get(HISTOGRAM, {})),
-                Series("pggit_spans_running", running, prefix)]
+                Series(operation_traces.RUNNING, running, prefix)]
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -454,14 +452,6 @@ class TraceForwarder:
                 self.database, "merge_performance_metrics", "id_cursor").set(1)
         self.enabled = enabled
 
-    def _observe(self, row: SpanRow) -> None:
-        value = duration_seconds(row)
-        labels = (self.label_cap("operation_type", row.operation_type),
-                  self.label_cap("span_name", row.span_name), row.span_status or "UNKNOWN")
-        trace_hex = ids.trace_id(row.root_trace_id).hex()
-        assert row.end_us is not None
-        self.agg.observe(HISTOGRAM, labels, value, exemplar=(trace_hex, value, row.end_us / 1e6))
-
     def _handle(self, row: SpanRow, out: list[Group]) -> None:
         if self.span_scan.seen(row.span_id, row.xid):
             return
@@ -479,9 +469,9 @@ class TraceForwarder:
             self.late_ends += 1
             log.info("%s: span %s ended after it was sent as timed out; not sent again",
                      self.database, row.span_id)
-            self._observe(row)
+            operation_traces.observe(self.agg, row, self.label_cap)
             return
-        self._observe(row)
+        operation_traces.observe(self.agg, row, self.label_cap)
         if self.sender is not None:
             out.append(Group("s:" + row.span_id, encode=partial(to_span, row, self.style)))
 

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from exporter.config import OTLP_DEFAULT_PROTOCOL as DEFAULT_PROTOCOL
 from exporter.config import OTLP_PROTOCOLS as PROTOCOLS
 from exporter.config import TracesConfig
-from exporter.send.encode import Envelope
+from exporter.send.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Group:
         self.size = 1 if encode is not None else len(spans)
 
     def spans(self) -> Sequence[bytes]:
-        """Encoded `Span` messages (`exporter.send.encode`); encodes once, on first use."""
+        """Encoded `Span` messages (`exporter.otlp.encode`); encodes once, on first use."""
         if self._encode is not None:
             self._spans, self._encode = (self._encode(),), None
         return self._spans

@@ -1,6 +1,6 @@
 """Every private name of the OpenTelemetry SDK this project relies on, and nothing else.
 
-The span path hands the SDK's exporters ready-made protobuf bytes (see `exporter.send.encode`),
+The span path hands the SDK's exporters ready-made protobuf bytes (see `exporter.otlp.encode`),
 which the SDK has no public hook for. The private names used for that live here only, each
 behind one small function or method with its own test in tests/test_sdk_hooks.py, so an SDK
 release that renames or reshapes one fails that one named test instead of the trace suite.

@@ -4,8 +4,7 @@ Why not the SDK's path: building a `ReadableSpan` per row and letting `encode_sp
 into one Python protobuf object per span, attribute and value cost more than the whole
 budget of the 20,000 spans/s target on one core. Here the mapper writes each span's
 `opentelemetry.proto.trace.v1.Span` bytes once, when the row is read; a batch is those
-bytes joined inside a request envelope. The envelope (resource and scope) is encoded once,
-by the SDK's own encoders (reached through `exporter.send.sdk_hooks`). The official exporters
+bytes joined inside a request envelope (`exporter.send.envelope`). The official exporters
 still do the sending (see `exporter.send.exporters`), and the tests parse what this module
 writes with the official generated messages and compare it with the SDK encoder's output for
 the same span.
@@ -20,11 +19,6 @@ import struct
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
-
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-from exporter.send.sdk_hooks import encode_resource, encode_scope
 
 SPAN_ATTRIBUTE = b"\x4a"  # Span.attributes
 EVENT_ATTRIBUTE = b"\x1a"  # Span.Event.attributes
@@ -141,22 +135,3 @@ def span(trace_id: bytes, span_id: bytes, parent_span_id: bytes | None, name: st
 def event(name: str, time_ns: int, attrs: bytes) -> bytes:
     """A `Span.events` field; `attrs` encoded with `EVENT_ATTRIBUTE`."""
     return field(b"\x5a", b"\x09" + _pack_q(time_ns) + field(b"\x12", text(name)) + attrs)
-
-
-class Envelope:
-    """The `ExportTraceServiceRequest` around a batch: one resource, one scope, encoded once."""
-
-    def __init__(self, resource: Resource, scope: InstrumentationScope):
-        self.resource = resource
-        self.scope = scope
-        self._resource = field(b"\x0a", encode_resource(resource))
-        self._scope = field(b"\x0a", encode_scope(scope))
-        self._scope_schema = field(b"\x1a", text(scope.schema_url)) if scope.schema_url else b""
-        self._resource_schema = (field(b"\x1a", text(resource.schema_url))
-                                 if resource.schema_url else b"")
-
-    def request(self, spans: Sequence[bytes]) -> bytes:
-        """Serialized `ExportTraceServiceRequest` holding `spans` (encoded `Span` messages)."""
-        body = b"".join([self._scope, *(field(b"\x12", s) for s in spans), self._scope_schema])
-        resource_spans = self._resource + field(b"\x12", body) + self._resource_schema
-        return field(b"\x0a", resource_spans)

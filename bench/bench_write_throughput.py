@@ -1,0 +1,182 @@
+"""Benchmark: pgGit's own write throughput with no exporter, metrics only, and traces on.
+
+The exporter is a guest in the user's database: what it must not do is slow pgGit down.
+Here several pgbench clients write through pgGit's functions as fast as they can, each
+transaction of the script being one span started (`start_performance_trace`) and ended in
+the next statement's transaction (`end_performance_trace`), plus one
+`record_performance_metric` row, on a table that already holds `--spans` spans. Variants:
+
+- `none`: no exporter running;
+- `metrics`: the exporter with `disabled_collectors: [operation_traces]` (no span source);
+- `span_metrics`: the default without a trace backend: span metrics read from
+  `operation_traces`, nothing sent (SELECT-only role);
+- `traces_select_only`: everything on, spans sent to a counting OTLP receiver, SELECT-only
+  role (quick windows, a full pass at most per `full_scan_interval`);
+- `traces_privileged`: the same with the role granted pg_read_all_stats.
+
+Each round runs every variant once, in turn, so drift of a machine shared with other work
+falls on all of them alike; the ratio to `none` of the same round is what to compare. An
+exporter is started and /readyz awaited before its writers start (its first backlog is not
+what is measured), then `--warmup` seconds of writing, then `--seconds` measured by pgbench.
+Exporter CPU is its process's user+system time over the measured window.
+
+    python -m bench.bench_write_throughput --spans 100000 --rounds 3 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_trace_cost import EXPORTER_ROLE, database  # noqa: E402
+from bench.bench_traces import receiver_main  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS_DIR,
+    ExporterProcess,
+    add_common_args,
+    machine_info,
+    server_from_args,
+    write_result,
+)
+
+SCRIPT = """\
+SELECT pggit.start_performance_trace(NULL, NULL, NULL, 'commit', 'bench.write', NULL, 'bench', \
+'bench-' || :client_id, NULL) AS span \\gset
+SELECT pggit.end_performance_trace(:span);
+SELECT pggit.record_performance_metric('commit', 1 + (random() * 20000)::bigint, \
+'bench.write', NULL, 'bench', 'bench-' || :client_id);
+"""
+"""pgbench's prepared mode binds `:span` as a parameter, so the text needs no quoting."""
+VARIANTS = ("none", "metrics", "span_metrics", "traces_select_only", "traces_privileged")
+TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
+
+
+def pgbench(bin_dir: Path, dsn_parts: dict[str, str], script: Path, clients: int,
+            seconds: float) -> float:
+    """Transactions (script runs) per second over `seconds`, as pgbench reports them."""
+    out = subprocess.run(
+        [str(bin_dir / "pgbench"), "-n", "-M", "prepared", "-c", str(clients),
+         "-j", str(min(clients, 2)), "-T", str(max(int(seconds), 1)), "-f", str(script),
+         "-h", dsn_parts["host"], "-p", dsn_parts["port"], "-U", dsn_parts["user"],
+         dsn_parts["dbname"]],
+        capture_output=True, text=True, check=False)
+    found = TPS.findall(out.stdout)
+    if out.returncode != 0 or not found:
+        raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return float(found[-1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exporter_for(variant: str, server: Any, dbname: str, workdir: Path,
+                 port: int) -> ExporterProcess | None:
+    if variant == "none":
+        return None
+    db: dict[str, Any] = {"name": "main", "dsn": server.exporter_dsn(dbname),
+                          "password_env": "PGGIT_BENCH_EXPORTER_PASSWORD"}
+    overrides: dict[str, Any] = {"databases": [db]}
+    if variant == "metrics":
+        db["disabled_collectors"] = ["operation_traces"]
+    elif variant != "span_metrics":
+        overrides["traces"] = {"endpoint": f"http://127.0.0.1:{port}", "protocol": "grpc",
+                               "insecure": True}
+    return ExporterProcess(server.exporter_dsn(dbname), workdir, **overrides)
+
+
+def one(variant: str, server: Any, dbname: str, admin: psycopg.Connection, state: Path,
+        port: int, parts: dict[str, str], script: Path, args: argparse.Namespace,
+        ) -> dict[str, Any]:
+    grant = sql.SQL("{} pg_read_all_stats {} {}")
+    role = sql.Identifier(EXPORTER_ROLE)
+    if variant == "traces_privileged":
+        admin.execute(grant.format(sql.SQL("GRANT"), sql.SQL("TO"), role))
+    exporter = exporter_for(variant, server, dbname, state / variant, port)
+    try:
+        if exporter is not None:
+            exporter.wait_ready(timeout=300)
+        pgbench(server.bin_dir, parts, script, args.clients, args.warmup)
+        cpu0 = cpu_seconds(exporter.proc.pid) if exporter else 0.0
+        started = time.perf_counter()
+        tps = pgbench(server.bin_dir, parts, script, args.clients, args.seconds)
+        wall = time.perf_counter() - started
+        cpu = (cpu_seconds(exporter.proc.pid) - cpu0) / wall if exporter else 0.0
+        return {"spans_per_second": round(tps, 1), "exporter_cpu_cores": round(cpu, 3)}
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        admin.execute(grant.format(sql.SQL("REVOKE"), sql.SQL("FROM"), role))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=100_000,
+                        help="spans already in operation_traces before the rounds")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    add_common_args(parser)
+    args = parser.parse_args()
+    if not args.out:
+        args.out = str(RESULTS_DIR / "write_throughput.json")
+    ctx = mp.get_context("spawn")
+    port_out, count = ctx.Queue(), ctx.Value("q", 0)
+    receiver = ctx.Process(target=receiver_main, args=(port_out, count), daemon=True)
+    receiver.start()
+    port = port_out.get()
+    state = Path(tempfile.mkdtemp(prefix="bench-write-"))
+    script = state / "pggit_write.sql"
+    script.write_text(SCRIPT, encoding="utf-8")
+    rounds: list[dict[str, Any]] = []
+    try:
+        with server_from_args(args) as server:
+            dbname = database(server, args.spans)
+            info = psycopg.conninfo.conninfo_to_dict(server.superuser_dsn(dbname))
+            parts = {k: str(info[k]) for k in ("host", "port", "user", "dbname")}
+            with psycopg.connect(server.superuser_dsn(dbname), autocommit=True) as admin:
+                for r in range(args.rounds):
+                    row = {v: one(v, server, dbname, admin, state, port, parts, script, args)
+                           for v in VARIANTS}
+                    for v in VARIANTS:
+                        row[v]["ratio_to_none"] = round(
+                            row[v]["spans_per_second"] / row["none"]["spans_per_second"], 3)
+                    rounds.append(row)
+                    print(f"round {r + 1}:", row, flush=True)
+                spans_now = admin.execute(
+                    "SELECT count(*) FROM pggit.operation_traces").fetchone()[0]
+            result: dict[str, Any] = {
+                "spans_before": args.spans, "spans_after": spans_now, "clients": args.clients,
+                "seconds_per_variant": args.seconds, "script": SCRIPT, "rounds": rounds,
+                "median_ratio_to_none": {
+                    v: statistics.median(r[v]["ratio_to_none"] for r in rounds)
+                    for v in VARIANTS},
+                "spans_received_by_otlp": count.value,
+                "machine": machine_info(server)}
+    finally:
+        receiver.terminate()
+        shutil.rmtree(state, ignore_errors=True)
+    write_result(args, "write_throughput", result)
+
+
+if __name__ == "__main__":
+    main()
