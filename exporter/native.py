@@ -136,7 +136,7 @@ class NativeCell:
     """One series' native buckets: its schema (at most the configured one), the zero bucket's
     count and `{bucket index: count}` for the buckets ever hit. Counts are not cumulative."""
 
-    __slots__ = ("buckets", "encoded", "saved", "schema", "zero")
+    __slots__ = ("buckets", "encoded", "layout", "saved", "schema", "zero")
 
     def __init__(self, schema: int, zero: int = 0, buckets: Mapping[int, int] | None = None):
         self.schema = schema
@@ -147,6 +147,9 @@ class NativeCell:
         copies the cells it observes into, so unchanged series are not encoded again."""
         self.saved: str | None = None
         """The buckets as the checkpoint writes them, kept the same way (`to_json`)."""
+        self.layout: tuple[Any, ...] | None = None
+        """The protobuf exposition's spans, which depend only on which buckets are hit:
+        kept while they stay the same (most polls only add to buckets already hit)."""
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, NativeCell) and self.schema == other.schema
@@ -223,7 +226,7 @@ class NativeCell:
 
     def copy(self) -> NativeCell:
         other = NativeCell(self.schema, self.zero, self.buckets)
-        other.encoded, other.saved = self.encoded, self.saved
+        other.encoded, other.saved, other.layout = self.encoded, self.saved, self.layout
         return other
 
     def to_json(self) -> list[Any]:

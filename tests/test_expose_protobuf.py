@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from exporter.expose.families import from_aggregates
 from exporter.expose.protobuf import ProtobufEncoder
 from exporter.expose.registry import Exposition
 from exporter.expose.text import Encoder
-from exporter.native import ZERO_THRESHOLD, NativeSpec
+from exporter.native import ZERO_THRESHOLD, NativeCell, NativeSpec
 from tests.metrics_proto import parse_delimited
 from tests.test_expose_text import BOUNDS, OPS, SPANS, hostile_parts
 
@@ -200,3 +201,70 @@ def test_native_buckets_with_counts_far_apart_and_far_away_decode_exactly() -> N
     assert _decode_native(h) == counts and h.zero_count == 3
     assert [(s.offset, s.length) for s in h.positive_span] == [
         (-300, 11), (3, 1), (185, 1), (139, 1)]
+
+
+def _reference_native_fields(cell: NativeCell) -> bytes:
+    """The native fields written the plain way: every bucket from the lowest hit to the
+    highest, runs of three or more empty ones starting a new span, each delta a varint."""
+    def varint(n: int) -> bytes:
+        n &= (1 << 64) - 1
+        out = bytearray()
+        while n >= 128:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes(out + bytes((n,)))
+
+    def sint(n: int) -> bytes:
+        return varint((n << 1) ^ (n >> 63))
+
+    out = b"\x28" + sint(cell.schema) + b"\x31" + struct.pack("<d", ZERO_THRESHOLD)
+    out += b"\x38" + varint(cell.zero)
+    hit = sorted(i for i, c in cell.buckets.items() if c)
+    if not hit:
+        return out
+    spans: list[list[int]] = [[hit[0], hit[0]]]
+    for i in hit[1:]:
+        if i - spans[-1][1] > 3:
+            spans.append([i, i])
+        else:
+            spans[-1][1] = i
+    previous_end, previous_count, deltas = None, 0, b""
+    for low, high in spans:
+        offset = low if previous_end is None else low - previous_end - 1
+        span = b"\x08" + sint(offset) + b"\x10" + varint(high - low + 1)
+        out += b"\x62" + varint(len(span)) + span
+        previous_end = high
+        for i in range(low, high + 1):
+            deltas += sint(cell.buckets.get(i, 0) - previous_count)
+            previous_count = cell.buckets.get(i, 0)
+    return out + b"\x6a" + varint(len(deltas)) + deltas
+
+
+def test_native_fields_are_the_plainly_written_ones_through_changes() -> None:
+    """The encoder keeps each cell's spans while its buckets stay the same and looks deltas
+    up in tables: its bytes must stay those of the plain encoding as cells gain counts, gain
+    and lose buckets, keep buckets at zero and halve their resolution."""
+    rng = random.Random(13)
+    for _ in range(300):
+        cell = NativeCell(rng.randint(-4, 8), rng.choice([0, 3, 10**10]))
+        index = rng.randint(-400, 300)
+        for _ in range(rng.choice([0, 1, 2, 3, 5, 30, 150])):
+            index += rng.choice([1, 1, 1, 1, 2, 3, 4, 5, rng.randint(1, 600)])
+            cell.buckets[index] = rng.choice([1, 2, rng.randint(1, 100), rng.randint(1, 10**4),
+                                              rng.randint(1, 10**12)])
+        for _ in range(6):
+            assert protobuf.native_fields(cell) == _reference_native_fields(cell), cell
+            keys = sorted(cell.buckets) or [0]
+            change = rng.randrange(5)
+            if change == 0:
+                for i in rng.sample(keys, min(3, len(keys))):
+                    cell.buckets[i] += rng.choice([1, 50, 10**6])
+            elif change == 1:
+                cell.buckets[rng.choice(keys) + rng.randint(-4, 4)] += 1
+            elif change == 2 and cell.buckets:
+                del cell.buckets[rng.choice(keys)]
+                cell.buckets[rng.choice(keys) + rng.randint(1, 3)] += 2
+            elif change == 3 and cell.buckets:
+                cell.buckets[rng.choice(keys)] = 0
+            else:
+                cell.fit(max(1, len(cell.buckets) // 2))

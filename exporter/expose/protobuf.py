@@ -18,10 +18,11 @@ metrics.proto's descriptor, and the real Prometheus reads it.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import accumulate, pairwise, repeat
-from operator import lshift, rshift, sub, xor
+from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 from prometheus_client.registry import Collector
@@ -43,10 +44,6 @@ _pack_double = struct.Struct("<d").pack
 _SMALL = [bytes((n,)) for n in range(128)]
 _ZERO_THRESHOLD = b"\x31" + _pack_double(ZERO_THRESHOLD)
 """Field 6 (zero_threshold), a double: the same bytes in every histogram."""
-_ZIGZAG_BYTE = {d: (d << 1) ^ (d >> 63) for d in range(-64, 64)}
-"""sint64 deltas that fit one byte, zigzag-encoded (most neighbouring buckets differ little)."""
-_EMPTY_RUN = bytes(3)
-"""Three empty buckets in a row start a new span; one or two are cheaper sent as zeros."""
 
 
 def accepts(accept: str | None) -> bool:
@@ -86,6 +83,15 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_VARINTS = [_varint(n) for n in range(1 << 14)]
+_DELTA_BYTES = {d: _VARINTS[(d << 1) ^ (d >> 63)] for d in range(-(1 << 13), 1 << 13)}
+"""sint64 deltas that fit two bytes, zigzag-encoded, by value: neighbouring buckets differ
+little, so nearly every delta a render writes is looked up here rather than built."""
+_GAP = {1: 1, 2: 2, 3: 3}
+_APART = re.compile(b"[^\x01]")
+"""Where two hit buckets are not neighbours (see native_fields)."""
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (a string, a nested message, a packed list)."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
@@ -121,6 +127,11 @@ def _exemplar(exemplar: Exemplar) -> bytes:
             + _double(2, value) + _field(3, stamp))
 
 
+def _sint(n: int) -> bytes:
+    """A zigzag-encoded sint64, looked up when it fits two bytes."""
+    return _DELTA_BYTES.get(n) or _varint((n << 1) ^ (n >> 63))
+
+
 def native_fields(cell: NativeCell) -> bytes:
     """schema, zero threshold and count, positive spans and deltas of one native histogram.
 
@@ -129,41 +140,73 @@ def native_fields(cell: NativeCell) -> bytes:
     deltas than as a new span, so those are bridged (as client_golang does). The zero
     threshold is always sent, so an empty histogram is still a native one to Prometheus
     (which tells them apart by a non-zero threshold, buckets or zero count).
+
+    When every series changed this is most of a protobuf render (660 series of about a
+    hundred buckets), so the per-bucket work stays in C: the spans depend only on which
+    buckets are hit, which a poll rarely changes, so they are kept on the cell (`layout`)
+    and reused while its schema and its set of buckets are the same; the counts are then
+    read in one map, and each delta is looked up as its encoded bytes.
     """
     schema = cell.schema
     head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
             + _ZERO_THRESHOLD + _uint(7, cell.zero))
     buckets = cell.buckets
-    if not buckets:
+    layout = cell.layout
+    if layout is None or layout[0] != schema or buckets.keys() != layout[1]:
+        layout = cell.layout = _layout(schema, buckets)
+    _, _, sent, spans = layout
+    if not sent:
         return head
-    # The per-bucket work stays in C (map over operator functions, bytes.find): a page has
-    # 660 series of about a hundred buckets each, and this is most of a protobuf render.
-    low = min(buckets)
-    dense = list(map(buckets.get, range(low, max(buckets) + 1), repeat(0)))
-    hit = bytes(map(bool, dense))
-    segments = []
-    start = 0
-    run = hit.find(_EMPTY_RUN)
-    while run != -1:
-        segments.append((start, run))
-        start = hit.find(1, run)
-        run = hit.find(_EMPTY_RUN, start)
-    segments.append((start, len(dense)))
-    spans = [(low + segments[0][0], segments[0][1] - segments[0][0])]
-    spans += [(s - e, t - s) for (_, e), (s, t) in pairwise(segments)]
-    if len(segments) > 1:
-        dense = [c for s, e in segments for c in dense[s:e]]
-    deltas = [dense[0], *map(sub, dense[1:], dense[:-1])]
+    counts = list(map(buckets.__getitem__, sent))
+    if counts.count(0) != len(sent) - len(buckets):
+        # A bucket kept with a count of zero is an empty one: send it as such.
+        _, _, sent, spans = _layout(schema, buckets)
+        if not sent:
+            return head
+        counts = list(map(buckets.__getitem__, sent))
+    deltas = [counts[0], *map(sub, counts[1:], counts[:-1])]
+    pieces = list(map(_DELTA_BYTES.get, deltas))
+    encoded = b"".join(map(_sint, deltas) if None in pieces else pieces)
+    return b"".join((head, spans, b"\x6a", _varint(len(encoded)), encoded))
+
+
+def _layout(schema: int, buckets: Mapping[int, int]
+            ) -> tuple[int, frozenset[int], list[int], bytes]:
+    """(schema, the buckets kept, the buckets to send, the spans' bytes) for `native_fields`.
+
+    The buckets to send are the hit ones and the one or two empty ones bridged between them.
+    """
+    hit = frozenset(buckets)
+    keys = [k for k in sorted(hit) if buckets[k]]
+    if not keys:
+        return schema, hit, keys, b""
+    # One byte per pair of neighbouring hit buckets: 1 next to each other, 2 or 3 with one
+    # or two empty buckets between (bridged by zero deltas), 4 or more for a new span.
+    distances = list(map(sub, keys[1:], keys[:-1]))
     try:
-        encoded = bytes(map(_ZIGZAG_BYTE.__getitem__, deltas))
-    except KeyError:
-        encoded = b"".join(map(_varint, map(xor, map(lshift, deltas, repeat(1)),
-                                             map(rshift, deltas, repeat(63)))))
+        gaps = bytes(distances)
+    except ValueError:
+        gaps = bytes(map(_GAP.get, distances, repeat(4)))
+    sent: list[int] = []
+    spans = []
+    offset = first = keys[0]
+    done = 0
+    for match in _APART.finditer(gaps):
+        k = match.start()
+        sent += keys[done:k + 1]
+        done = k + 1
+        if gaps[k] >= 4:
+            spans.append((offset, keys[k] - first + 1))
+            offset, first = keys[k + 1] - keys[k] - 1, keys[k + 1]
+        else:
+            sent += range(keys[k] + 1, keys[k + 1])
+    sent += keys[done:]
+    spans.append((offset, keys[-1] - first + 1))
     span_bytes = []
     for o, length in spans:
-        payload = b"\x08" + _varint(o << 1 if o >= 0 else ~(o << 1)) + b"\x10" + _varint(length)
+        payload = b"\x08" + _sint(o) + b"\x10" + _varint(length)
         span_bytes.append(b"\x62" + _SMALL[len(payload)] + payload)  # field 12, under 128 bytes
-    return b"".join((head, *span_bytes, _field(13, encoded)))
+    return schema, hit, sent, b"".join(span_bytes)
 
 
 class ProtobufEncoder:
