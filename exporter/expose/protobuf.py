@@ -31,6 +31,7 @@ from exporter.aggregates import Exemplar, Labels
 from exporter.catalog import metric
 from exporter.expose.families import Histogram, Part, Series
 from exporter.native import ZERO_THRESHOLD, NativeCell
+from exporter.otlp.encode import varint as _varint
 
 CONTENT_TYPE = ("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
                 "encoding=delimited")
@@ -68,19 +69,6 @@ def accepts(accept: str | None) -> bool:
         elif media:
             best_other = max(best_other, q)
     return ours > 0 and ours >= best_other
-
-
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return _SMALL[n] if n >= 0 else _varint(n + (1 << 64))
-    if n < 16384:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
-    out = bytearray()
-    while n >= 128:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 _VARINTS = [_varint(n) for n in range(1 << 14)]

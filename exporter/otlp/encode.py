@@ -40,6 +40,8 @@ def varint(value: int) -> bytes:
         value += 1 << 64
     if value < 0x80:
         return _SMALL[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
