@@ -168,3 +168,14 @@ class ExporterProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()
+
+
+@pytest.fixture
+def exporter(pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> InProcess:
+    """An in-process exporter that has counted three operations of the database."""
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        for i in range(3):
+            conn.execute("SELECT pggit.record_performance_metric('commit', %s)", (1000 + i,))
+    running = run_exporter(pggit_dsn)
+    running.caught_up_with(pggit_dsn)
+    return running

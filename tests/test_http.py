@@ -49,14 +49,6 @@ def unreachable_dsn() -> str:
 
 
 @pytest.fixture
-def exporter(pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> InProcess:
-    record(pggit_dsn)
-    running = run_exporter(pggit_dsn)
-    running.caught_up_with(pggit_dsn)
-    return running
-
-
-@pytest.fixture
 def down_exporter(run_exporter: Callable[..., InProcess]) -> InProcess:
     running = run_exporter(unreachable_dsn(), database={"connect_timeout": "1s"})
     wait_for(lambda: running.service.pollers[0].last_error, what="a failed poll")

@@ -51,14 +51,6 @@ def check_config_lines(path: Path) -> list[str]:
     return proc.stderr.splitlines()
 
 
-@pytest.fixture
-def exporter(pggit_dsn: str, run_exporter: Callable[..., InProcess]) -> InProcess:
-    record(pggit_dsn)
-    running = run_exporter(pggit_dsn)
-    running.caught_up_with(pggit_dsn)
-    return running
-
-
 def test_adding_a_database_leaves_the_running_one_alone(exporter: InProcess,
                                                         pggit_dsn: str) -> None:
     main = exporter.poller
