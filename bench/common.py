@@ -431,9 +431,13 @@ class LiveWriter:
 # -- the exporter as a process -----------------------------------------------------------------
 
 class ExporterProcess(ServedProcess):
-    """`python -m exporter run --config FILE` as a child, as it runs in production."""
+    """`python -m exporter run --config FILE` as a child, as it runs in production.
 
-    def __init__(self, dsn: str, workdir: Path, **overrides: Any):
+    `tree` runs another revision's package (see `bench.bench_traces.export_tree`): `-m` puts
+    the working directory first on the module path, ahead of the installed one.
+    """
+
+    def __init__(self, dsn: str, workdir: Path, tree: Path | None = None, **overrides: Any):
         self.workdir = fresh_dir(workdir)
         port = free_port()
         data: dict[str, Any] = {
@@ -445,7 +449,7 @@ class ExporterProcess(ServedProcess):
         self.config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
         super().__init__(
             [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
-            port, self.workdir / "exporter.log", "/readyz")
+            port, self.workdir / "exporter.log", "/readyz", cwd=tree)
 
     def get(self, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
         try:

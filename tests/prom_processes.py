@@ -56,14 +56,15 @@ class ServedProcess:
     """
 
     def __init__(self, argv: Sequence[str], port: int, log_path: Path,
-                 ready_path: str) -> None:
+                 ready_path: str, cwd: Path | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
         self.log_path = log_path
         self.log = log_path.open("wb")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(list(argv), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(list(argv), stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=cwd)
 
     def wait_ready(self, timeout: float = 30.0, interval: float = 0.1) -> None:
         """Until `ready_path` answers 200 (a 503 while catching up is retried)."""
