@@ -39,7 +39,8 @@ from exporter.map.branches import BranchNames
 from exporter.map.performance_baselines import PerformanceBaselines
 from exporter.map.performance_metrics import HIST, PerformanceMetrics
 from exporter.read.cursor import IdCursor
-from exporter.read.incremental import read_table, take_snapshot
+from exporter.read.incremental import read_table
+from exporter.read.snapshot import take_snapshot
 
 BATCH = 50_000
 """The exporter's default batch_size."""

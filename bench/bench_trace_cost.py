@@ -118,7 +118,7 @@ def variant_main(tree: str, dsn: str, admin_dsn: str, port: int, state_dir: str,
     from exporter.db import Database
     from exporter.expose.self_metrics import SelfMetrics
     from exporter.labels import LabelCap
-    from exporter.send.forwarder import TraceForwarder
+    from exporter.spans import TraceForwarder
 
     assert Path(sys.modules["exporter"].__file__ or "").is_relative_to(tree)
     cfg = TracesConfig(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", insecure=True)

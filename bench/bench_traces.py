@@ -104,7 +104,7 @@ def forwarder_main(tree: str, dsn: str, port: int, spans: int, batch: int, count
     from exporter.db import Database
     from exporter.expose.self_metrics import SelfMetrics
     from exporter.labels import LabelCap
-    from exporter.send.forwarder import TraceForwarder
+    from exporter.spans import TraceForwarder
 
     assert Path(sys.modules["exporter"].__file__ or "").is_relative_to(tree)
     cfg = TracesConfig(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", insecure=True,
@@ -183,7 +183,8 @@ def reference_main(dsn: str, port: int, spans: int, batch: int, count: Any, out:
 
     from exporter.config import TracesConfig
     from exporter.map.operation_traces import to_span
-    from exporter.read.operation_traces import ChangeScan, Snapshot
+    from exporter.read.operation_traces import ChangeScan
+    from exporter.read.snapshot import Snapshot
     from tests.otlp_receiver import make_forwarder
 
     cfg = TracesConfig(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", insecure=True,

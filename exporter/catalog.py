@@ -201,7 +201,7 @@ _METRICS: tuple[Metric, ...] = (
     Metric("pggit_exporter_last_poll_success_timestamp_seconds", "gauge",
            "When a poll of the database last succeeded (Unix time).", (), "exporter"),
     Metric("pggit_exporter_spans_total", "counter",
-           "Spans handled by the trace forwarder, by result.", ("result",), "exporter"),
+           "Spans handed to the OTLP sender, by result.", ("result",), "exporter"),
     Metric("pggit_exporter_span_queue_depth", "gauge",
            "Spans waiting to be sent to the OTLP endpoint.", (), "exporter"),
     Metric("pggit_exporter_span_lease_held", "gauge",

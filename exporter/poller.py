@@ -15,7 +15,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from exporter.expose import families
 from exporter.expose.families import Part
 from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
+from exporter.failing import CollectorFailed, failing_as
 from exporter.labels import LabelCap
 from exporter.map.alert_notification_log import AlertNotificationLog
 from exporter.map.alert_notification_queue import AlertNotificationQueue
@@ -53,18 +53,39 @@ from exporter.map.performance_operation_types import PerformanceOperationTypes
 from exporter.map.scheduled_job_execution import ScheduledJobExecution
 from exporter.read.backfill import start_cursor
 from exporter.read.cursor import IdCursor
-from exporter.read.incremental import Snapshot, finite_epoch, read_table, take_snapshot
+from exporter.read.incremental import finite_epoch, read_table
+from exporter.read.snapshot import Snapshot, take_snapshot
+from exporter.spans import MERGES, SPANS, SpanSource
 
 log = logging.getLogger("exporter.poller")
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+"""Format 2: one file per database, the span sources' state in its `traces` section. Format 1
+kept the metrics tables only, spans had their own `<database>.traces.json`: both are read and
+folded into one file on the first checkpoint, after which the old trace file is removed."""
 DISCOVER_EVERY = 60.0
 ROWS_PER_POLL = 10
+SAVE_INTERVAL = 1.0
+"""Seconds between checkpoints while a backlog is read poll after poll.
+
+An fsync per poll would cost more than reading the poll's rows. Skipping a checkpoint is safe:
+the state on disk stays a consistent earlier one, and what a scrape shows is only ever what
+was checkpointed, so a crash re-reads (and resends, with the same ids) what was read since,
+and counts it once.
+"""
 
 
 def state_file(state_dir: Path, database: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
-    return state_dir / f"{safe}.json"
+    return state_dir / f"{_safe(database)}.json"
+
+
+def legacy_traces_file(state_dir: Path, database: str) -> Path:
+    """Where releases with a separate span pipeline kept its state (migrated on load)."""
+    return state_dir / f"{database}.traces.json"
+
+
+def _safe(database: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", database)
 
 
 @dataclass(frozen=True)
@@ -76,28 +97,12 @@ class Failing:
     retry_at: float
 
 
-class CollectorFailed(Exception):
-    """A read failed in one collector (the cause is chained), for anything but the connection."""
-
-    def __init__(self, collector: str):
-        super().__init__(collector)
-        self.collector = collector
-
-
-@contextmanager
-def failing_as(collector: str) -> Iterator[None]:
-    """Name the collector whose read failed, unless the connection did (that is everyone's)."""
-    try:
-        yield
-    except (PoolTimeout, psycopg.OperationalError, CollectorFailed):
-        raise
-    except Exception as exc:
-        raise CollectorFailed(collector) from exc
-
-
 class DatabasePoller:
     def __init__(self, cfg: Config, db_cfg: DatabaseConfig, database: Database,
-                 self_metrics: SelfMetrics, exposition: Exposition):
+                 self_metrics: SelfMetrics, exposition: Exposition,
+                 spans: SpanSource | None = None):
+        """`spans`: the span sources of this database, read by the same polls (None when
+        `operation_traces` is disabled in the configuration)."""
         self.cfg = cfg
         self.name = db_cfg.name
         self.db_cfg = db_cfg
@@ -106,6 +111,13 @@ class DatabasePoller:
         self.health = self_metrics.database(db_cfg.name)
         self.exposition = exposition
         self.path = state_file(cfg.state_dir, db_cfg.name)
+        self.legacy_traces = legacy_traces_file(cfg.state_dir, db_cfg.name)
+        self.save_interval = SAVE_INTERVAL
+        self.spans = spans
+        self._traces_kept: dict[str, Any] | None = None
+        self._legacy_pending = False
+        self._unsaved = False
+        self._saved_at = float("-inf")
         self.baselines = PerformanceBaselines()
         self.mappings: list[Mapping] = [
             PerformanceMetrics(cfg.buckets, self.baselines.history, cfg.native),
@@ -116,11 +128,14 @@ class DatabasePoller:
             AlertSnooze(), PerformanceCorrelations(),
         ]
         self.cap = LabelCap(cfg.max_label_values, cfg.max_label_length, self._overflow)
+        if spans is not None:
+            spans.attach(self.cap, exposition.changed)
         self.branches = BranchNames()
         self.bounds = {"pggit_operation_duration_seconds": cfg.buckets,
                        "pggit_merge_duration_seconds": cfg.merge_buckets}
         self.agg = Aggregates(self.bounds, cfg.native)
         self.counts = Counts()
+        self.shown_agg, self.shown_counts = self.agg, self.counts
         self.cursors: dict[str, IdCursor] = {}
         self.newest: dict[str, float] = {}
         self.gauges: Gauges = {}
@@ -148,8 +163,9 @@ class DatabasePoller:
     def load(self) -> None:
         """Restore the checkpoint, if any, and re-admit its label values to the cap."""
         data = checkpoint.read(self.path)
+        traces = None
         if data is not None:
-            if data.get("format") != STATE_FORMAT:
+            if data.get("format") not in (1, STATE_FORMAT):
                 raise checkpoint.CheckpointError(
                     f"{self.path}: state format {data.get('format')!r} is not {STATE_FORMAT}")
             try:
@@ -164,18 +180,51 @@ class DatabasePoller:
             self._saved_cursors = json.dumps(data["cursors"], sort_keys=True)
             for (name, position), values in self.agg.label_values().items():
                 self.cap.admit(metric(name).labels[position], values)
+            traces = data.get("traces")
             log.info("state restored", extra={"database": self.name, "path": str(self.path),
                                               "tables": len(self.cursors)})
+        if traces is None:
+            traces = checkpoint.read(self.legacy_traces)
+            if traces is not None:
+                self._legacy_pending = True
+                log.info("span state found in its own file; it moves into the database's "
+                         "state file at the next checkpoint", extra={
+                             "database": self.name, "path": str(self.legacy_traces)})
+        if self.spans is not None:
+            try:
+                self.spans.restore(traces)
+            except ValueError as exc:
+                raise checkpoint.CheckpointError(f"{self.path}: {exc}") from None
+        else:
+            self._traces_kept = traces  # kept as it is, for when spans are read again
+        self.shown_agg, self.shown_counts = self.agg, self.counts
+        self._unsaved = self._legacy_pending or (data is not None and data["format"] == 1)
         self.loaded = True
 
     def start(self) -> None:
+        if self.spans is not None:
+            self.spans.start()
         self._thread = threading.Thread(target=self._run, name=f"poll-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop polling; send what spans can be sent within `timeout`; checkpoint the rest."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
+        if self.spans is not None:
+            self.spans.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.spans is not None:
+            self.spans.stop(deadline)
+        if self.loaded:
+            try:
+                self._checkpoint(force=True)
+            except (OSError, checkpoint.CheckpointError) as exc:
+                log.warning("could not save state", extra={"database": self.name,
+                                                           "error": str(exc)})
+        if self.spans is not None:
+            self.spans.close()
 
     def _run(self) -> None:
         failures = 0
@@ -193,6 +242,10 @@ class DatabasePoller:
             if failures:
                 delay = min(self.cfg.retry_backoff_max, self.cfg.poll_interval * 2 ** failures)
                 delay *= random.uniform(0.8, 1.2)
+            elif self.spans is not None and self.spans.throttled:
+                # Spans held back by a busy sender: poll again as soon as it sent a batch.
+                self.spans.wait_for_room(delay)
+                continue
             self._stop.wait(delay)
 
     def _failed(self, exc: Exception, failures: int) -> None:
@@ -249,6 +302,16 @@ class DatabasePoller:
             enabled[m.collector] = why is None
             if why is not None:
                 reasons[m.collector] = why
+        if self.spans is not None:
+            for collector, why in self.spans.configure(
+                    found, set(self.db_cfg.disabled_collectors)).items():
+                enabled[collector] = why is None
+                if why is not None:
+                    reasons[collector] = why
+        else:
+            for collector in (SPANS, MERGES):
+                enabled[collector] = False
+                reasons[collector] = "disabled in the configuration"
         branch_problem = self.branches.configure(found)
         if branch_problem is not None:
             reasons["branches"] = branch_problem + " (branch labels show ids)"
@@ -275,32 +338,80 @@ class DatabasePoller:
         if not self.loaded:
             self.load()
         started = time.monotonic()
+        spans = self._span_plan(started)
         with self.database.connect() as conn:
             if self.found is None or started - self.discovered_at > DISCOVER_EVERY:
                 self._discover(conn)
-            conn.isolation_level = IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
+                spans = self._span_plan(started)
             try:
-                outcome = self._read(conn, started)
+                if spans is not None:
+                    with failing_as(SPANS):
+                        spans.prepare(conn, *self._spans_on(started))
+                conn.isolation_level = IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                try:
+                    outcome = self._read(conn, started, spans)
+                finally:
+                    conn.rollback()
+                    conn.isolation_level = None
+                    conn.read_only = None
             finally:
-                conn.rollback()
-                conn.isolation_level = None
-                conn.read_only = None
+                if spans is not None:
+                    spans.finish()
         agg, counts, cursors, newest, gauges, rows_by_table, backlog, db_now = outcome
-        cursor_json = json.dumps({t: c.to_json() for t, c in cursors.items()}, sort_keys=True)
-        if any(rows_by_table.values()) or cursor_json != self._saved_cursors:
-            checkpoint.write_atomic(self.path, {
-                "format": STATE_FORMAT, "database": self.name, "aggregates": agg.to_json(),
-                "cursors": json.loads(cursor_json), "newest": newest,
-                "counts": counts.to_json()})
-            self._saved_cursors = cursor_json
         self.agg, self.counts, self.cursors, self.newest = agg, counts, cursors, newest
+        if any(rows_by_table.values()):
+            self._unsaved = True
+        self._checkpoint(force=not backlog)
         if gauges is not None:
             self.gauges = gauges
         self._publish(rows_by_table, backlog, db_now, time.monotonic() - started)
         return backlog
 
-    def _read(self, conn: psycopg.Connection, started: float) -> tuple[Any, ...]:
+    def _span_plan(self, started: float) -> SpanSource | None:
+        """The span sources, if this poll reads any of them."""
+        if self.spans is None or not any(self._spans_on(started)):
+            return None
+        return self.spans
+
+    def _spans_on(self, started: float) -> tuple[bool, bool]:
+        """Whether this poll reads spans, and merges as traces: enabled and not waiting
+        for a retry."""
+        return tuple(bool(self.enabled.get(c)) and not self._skipped(c, started)
+                     for c in (SPANS, MERGES))  # type: ignore[return-value]
+
+    def _checkpoint(self, force: bool) -> None:
+        """Write the state file if anything changed since the last one, then show what it
+        holds. While a backlog is read (`force` False) at most once per SAVE_INTERVAL."""
+        cursor_json = json.dumps({t: c.to_json() for t, c in self.cursors.items()},
+                                 sort_keys=True)
+        spans_changed = self.spans is not None and self.spans.changed
+        if not (self._unsaved or spans_changed or cursor_json != self._saved_cursors):
+            return
+        if not force and time.monotonic() - self._saved_at < self.save_interval:
+            return
+        data: dict[str, Any] = {
+            "format": STATE_FORMAT, "database": self.name, "aggregates": self.agg.to_json(),
+            "cursors": json.loads(cursor_json), "newest": self.newest,
+            "counts": self.counts.to_json()}
+        traces = self.spans.section() if self.spans is not None else self._traces_kept
+        if traces is not None:
+            data["traces"] = traces
+        checkpoint.write_atomic(self.path, data)
+        self._saved_at = time.monotonic()
+        self._saved_cursors = cursor_json
+        self._unsaved = False
+        self.shown_agg, self.shown_counts = self.agg, self.counts
+        if self.spans is not None:
+            self.spans.saved()
+        if self._legacy_pending:
+            self.legacy_traces.unlink(missing_ok=True)
+            self._legacy_pending = False
+            log.info("span state moved into the database's state file",
+                     extra={"database": self.name, "path": str(self.path)})
+
+    def _read(self, conn: psycopg.Connection, started: float,
+              spans: SpanSource | None) -> tuple[Any, ...]:
         cursors = {t: c.copy() for t, c in self.cursors.items()}
         newest = dict(self.newest)
         snap = take_snapshot(conn, time.time())
@@ -310,6 +421,9 @@ class DatabasePoller:
         active = [m for m in self.mappings if self.enabled.get(m.collector)
                   and not self._skipped(m.collector, started)]
         self.read_now = {m.collector for m in active}
+        if spans is not None:
+            self.read_now |= {c for c, on in zip((SPANS, MERGES), self._spans_on(started),
+                                                 strict=True) if on}
         if self.baselines in active:
             with failing_as(self.baselines.collector):
                 self.baselines.refresh_history(conn, self.database.table(self.baselines.table))
@@ -328,6 +442,9 @@ class DatabasePoller:
                 with failing_as(m.collector):
                     gauges.update(m.gauges(ctx, conn, self.database.table(m.table)))
             self.gauges_at = started
+        if spans is not None:
+            with failing_as(SPANS):
+                backlog = spans.read(conn, snap) or backlog
         return (ctx.result(), ctx.counts, cursors, newest, gauges, rows_by_table, backlog,
                 snap.db_now)
 
@@ -384,7 +501,8 @@ class DatabasePoller:
         if recovered:
             self.health.failing({c: f.message for c, f in self.failing.items()})
         self.health.polled(
-            rows=rows_by_table, lag=self.lag, counts=self.counts, took=took, at=time.time(),
+            rows=rows_by_table, lag=self.lag, counts=self.shown_counts, took=took,
+            at=time.time(),
             pending={t: self.cursors[t].pending_count() for t in rows_by_table})
         if not self.up:
             log.info("database reachable", extra={"database": name})
@@ -398,7 +516,7 @@ class DatabasePoller:
     def collect(self) -> Iterator[Part]:
         """The published state, by reference (called at scrape time, any thread): a poll
         works on copies and only swaps them in, so what is handed over never changes."""
-        agg, gauges, enabled = self.agg, self.gauges, self.enabled
+        agg, gauges, enabled = self.shown_agg, self.gauges, self.enabled
         prefix = (self.name,)
         # Before the first discovery (`enabled` empty) the checkpoint's counts are shown as
         # they are, so a restart or reload never makes a series blink out.
@@ -412,6 +530,8 @@ class DatabasePoller:
                 yield part
         for gauge_name, series in gauges.items():
             yield families.Series(gauge_name, series, prefix)
+        if self.spans is not None and enabled.get(SPANS, not enabled):
+            yield from self.spans.collect()
 
 
 def newest_time(conn: psycopg.Connection, m: Mapping, table: sql.Composed) -> float | None:

@@ -21,8 +21,8 @@ from exporter.expose.registry import Exposition
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.poller import DatabasePoller
 from exporter.reload import Reloader
-from exporter.send.forwarder import TraceForwarder, tracing_enabled
 from exporter.send.metrics import MetricsPusher, build_exporter, metrics_enabled
+from exporter.spans import SpanSource, tracing_enabled
 
 log = logging.getLogger("exporter.service")
 
@@ -35,7 +35,6 @@ class Unit:
     poller: DatabasePoller
     components: list[Any] = field(default_factory=list)
     sources: list[Any] = field(default_factory=list)
-    forwarder: TraceForwarder | None = None
 
     def start(self) -> None:
         self.poller.start()
@@ -85,44 +84,38 @@ class Service:
         return [unit.poller for unit in list(self.units.values())]
 
     @property
-    def forwarders(self) -> dict[str, TraceForwarder]:
+    def span_sources(self) -> dict[str, SpanSource]:
         """The span sources by database (none for a database with operation_traces off)."""
-        return {name: unit.forwarder for name, unit in list(self.units.items())
-                if unit.forwarder is not None}
+        return {name: unit.poller.spans for name, unit in list(self.units.items())
+                if unit.poller.spans is not None}
 
     def build(self, db_cfg: Any) -> Unit:
-        """A database's poller and senders, wired but neither loaded nor started."""
+        """A database's poller (with its span sources) and senders, wired but neither loaded
+        nor started."""
         database = Database(db_cfg)
-        poller = DatabasePoller(self.cfg, db_cfg, database, self.self_metrics, self.exposition)
+        poller = DatabasePoller(self.cfg, db_cfg, database, self.self_metrics, self.exposition,
+                                self._span_source(db_cfg, database))
         unit = Unit(database, poller, sources=[poller.collect])
-        self._add_senders(unit, db_cfg)
-        return unit
-
-    def _add_senders(self, unit: Unit, db_cfg: Any) -> None:
-        """Span sources (metrics always, OTLP when configured) and snooze silences share the
-        database's pool. `disabled_collectors: [operation_traces]` starts no forwarder."""
-        if "operation_traces" not in db_cfg.disabled_collectors:
-            forwarder = TraceForwarder(
-                db_cfg.name, unit.database.connect, db_cfg.schema, db_cfg.table,
-                self.cfg.traces, self.cfg.state_dir, self.self_metrics,
-                self.exposition.changed, self.cfg.span_buckets, unit.poller.cap, db_cfg.name,
-                poll_interval=self.cfg.poll_interval,
-                send=tracing_enabled(self.cfg.traces, os.environ), db_cfg=db_cfg,
-                full_pass_interval=self.cfg.traces.full_pass_interval,
-                gap_grace=self.cfg.gap_grace, resource_attributes=db_cfg.labels,
-                native=self.cfg.native, lease_session=unit.database.session)
-            unit.forwarder = forwarder
-            unit.components.append(forwarder)
-            unit.sources.append(forwarder.collect)
-        else:
-            self.self_metrics.database(db_cfg.name).collectors(
-                {"operation_traces": False, "merge_traces": False}, source="traces")
         if self.cfg.silences.enabled:
             from exporter.silences import SnoozeSilencer
 
             unit.components.append(SnoozeSilencer(
-                db_cfg.name, unit.database.connect, unit.database.table("alert_snooze"),
+                db_cfg.name, database.connect, database.table("alert_snooze"),
                 self.cfg.silences, self.self_metrics))
+        return unit
+
+    def _span_source(self, db_cfg: Any, database: Database) -> SpanSource | None:
+        """Span metrics always, OTLP when configured; `disabled_collectors:
+        [operation_traces]` reads no spans at all."""
+        if "operation_traces" in db_cfg.disabled_collectors:
+            return None
+        return SpanSource(
+            db_cfg.name, db_cfg.schema, db_cfg.table, self.cfg.traces, self.self_metrics,
+            self.cfg.span_buckets, db_cfg.name,
+            send=tracing_enabled(self.cfg.traces, os.environ),
+            full_pass_interval=self.cfg.traces.full_pass_interval,
+            gap_grace=self.cfg.gap_grace, resource_attributes=db_cfg.labels,
+            native=self.cfg.native, lease_session=database.session)
 
     def swap(self, name: str, unit: Unit | None) -> None:
         """Put `unit` in place of the running one called `name` (either may be absent).
@@ -185,5 +178,5 @@ class Service:
                 "ready": all(d["up"] and d["caught_up"] and not d["collectors_failing"]
                              for d in databases),
                 "databases": databases,
-                "components": {f"{name}: spans read by": forwarder.mode_text()
-                               for name, forwarder in self.forwarders.items()}}
+                "components": {f"{name}: spans read by": source.mode_text()
+                               for name, source in self.span_sources.items()}}

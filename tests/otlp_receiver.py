@@ -142,7 +142,47 @@ class Receiver:
         self._http.server_close()
 
 
-# -- harness: a TraceForwarder wired to a database and this receiver --------------------------
+# -- harness: the engine of one database, its span source wired to this receiver -------------
+
+class SpanHarness:
+    """One database's poller as the service builds it, reading only the span sources.
+
+    Tests drive the real engine (`poll_once` is the poller's) and look at the span source
+    through this object: attributes it does not have itself are the span source's.
+    """
+
+    _own = frozenset({"poller", "registry", "database"})
+
+    def __init__(self, poller: Any, registry: Any, database: str):
+        object.__setattr__(self, "poller", poller)
+        object.__setattr__(self, "registry", registry)
+        object.__setattr__(self, "database", database)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.poller.spans, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "save_interval":
+            self.poller.save_interval = value
+        else:
+            setattr(self.poller.spans, name, value)
+
+    @property
+    def state_path(self) -> Any:
+        return self.poller.path
+
+    def poll_once(self) -> int:
+        """One poll of the engine; the span rows it read."""
+        self.poller.poll_once()
+        return self.poller.spans.last_consumed
+
+    def start(self) -> None:
+        self.poller.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self.poller.stop(timeout)
+        self.poller.database.close()
+
 
 def traces_config(receiver: Receiver, protocol: str = "grpc", **overrides: Any) -> Any:
     from exporter.config import TracesConfig
@@ -155,37 +195,38 @@ def traces_config(receiver: Receiver, protocol: str = "grpc", **overrides: Any) 
 
 
 def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = None,
-                   database: str = "main", connect: Any = None) -> Any:
-    """A forwarder as the service builds it; `connect` defaults to a new connection per poll.
-
-    (The service passes its pool's `connect`; so does the benchmark.)
-    """
-    from contextlib import contextmanager
-
-    import psycopg
+                   database: str = "main", poll_interval: float = 0.05,
+                   lease: bool = False, metrics: bool = False) -> SpanHarness:
+    """The span source of one database, inside its poller, as the service builds them; the
+    metrics collectors are off so that the tests see spans only, and there is no span lease
+    unless asked for (a test that simulates kill -9 leaves the old harness's session open).
+    `metrics`: read the metrics tables too, as the service does."""
     from prometheus_client import CollectorRegistry
 
-    from exporter.config import DEFAULT_BUCKETS
+    from exporter.config import TABLES, Config, DatabaseConfig
+    from exporter.db import Database
+    from exporter.expose.registry import Exposition
     from exporter.expose.self_metrics import SelfMetrics
-    from exporter.labels import LabelCap
-    from exporter.send.forwarder import TraceForwarder
+    from exporter.poller import DatabasePoller
+    from exporter.spans import SpanSource
 
-    @contextmanager
-    def connect_once() -> Any:
-        with psycopg.connect(dsn) as conn:
-            conn.execute("SET default_transaction_read_only = on")
-            if timezone is not None:
-                conn.execute(f"SET TimeZone = '{timezone}'")
-            conn.commit()
-            yield conn
-
+    db_cfg = DatabaseConfig(name=database, dsn=dsn, disabled_collectors=[] if metrics else [
+        t for t in TABLES if t not in ("operation_traces", "branches")],
+        **({"timezone": timezone} if timezone else {}))
+    config = Config(databases=[db_cfg], state_dir=state_dir, traces=cfg,
+                    poll_interval=poll_interval)
     registry = CollectorRegistry()
-    forwarder = TraceForwarder(
-        database, connect or connect_once, "pggit", lambda name: name, cfg, state_dir,
-        SelfMetrics(registry),
-        lambda: None, DEFAULT_BUCKETS, LabelCap(500, 200), database, poll_interval=0.05)
-    forwarder.registry = registry
-    return forwarder
+    exposition = Exposition({database: {}}, {})
+    self_metrics = SelfMetrics(registry)
+    db = Database(db_cfg)
+    source = SpanSource(database, db_cfg.schema, db_cfg.table, cfg, self_metrics,
+                        config.span_buckets, database,
+                        full_pass_interval=cfg.full_pass_interval,
+                        gap_grace=config.gap_grace, native=config.native,
+                        lease_session=db.session if lease else None)
+    poller = DatabasePoller(config, db_cfg, db, self_metrics, exposition, source)
+    poller.load()
+    return SpanHarness(poller, registry, database)
 
 
 def spans_total(forwarder: Any, result: str) -> float:

@@ -23,7 +23,7 @@ from exporter.map.performance_baselines import BaselineHistory
 from exporter.map.performance_metrics import HIST, PerformanceMetrics
 from exporter.read.backfill import start_cursor
 from exporter.read.holes import find_holes
-from exporter.read.incremental import take_snapshot
+from exporter.read.snapshot import take_snapshot
 from tests.exporter_fixtures import total, wait_for
 from tests.test_exactly_once import assert_exact, settle
 

@@ -78,15 +78,14 @@ def test_a_removed_databases_series_disappear() -> None:
     for db in ("a", "b"):
         health = sm.database(db)
         health.contact(True)
-        health.collectors({"performance_metrics": True})
+        health.collectors({"performance_metrics": True, "operation_traces": db == "a"})
         health.polled(rows={"performance_metrics": 3}, pending={"performance_metrics": 0},
                       lag={"performance_metrics": 1.5}, took=0.01, at=1.0,
                       counts=Counts({OVERFLOW: {("branch",): 2.0},
                                      INVALID: {("performance_metrics", "null"): 1.0}}))
         sm["pggit_exporter_spans_total"].labels(database=db, result="exported").inc(4)
     sm["pggit_exporter_label_overflow_total"].labels("a", "branch").inc(1)
-    sm.database("a").collectors({"operation_traces": True}, source="traces")
-    sm.database("a").failing({"operation_traces": "boom"}, source="traces")
+    sm.database("a").failing({"operation_traces": "boom"})
     before = parse(generate_latest(registry).decode())
     assert total(before, "pggit_exporter_collector_enabled", database="a") == 2
     assert total(before, "pggit_exporter_collector_failing", database="a",

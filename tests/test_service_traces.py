@@ -39,7 +39,7 @@ def test_span_metrics_are_exposed_without_any_otlp_endpoint(
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     exporter = run_exporter(pggit_dsn)
-    (forwarder,) = exporter.service.forwarders.values()
+    (forwarder,) = exporter.service.span_sources.values()
     assert forwarder.sender is None
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         for _ in range(3):
@@ -61,7 +61,7 @@ def test_disabled_operation_traces_starts_no_forwarder(
     exporter = run_exporter(pggit_dsn, traces={"endpoint": receiver.grpc_endpoint,
                                                 "protocol": "grpc", "insecure": True},
                             database={"disabled_collectors": ["operation_traces"]})
-    assert exporter.service.forwarders == {}
+    assert exporter.service.span_sources == {}
     with psycopg.connect(pggit_dsn, autocommit=True) as conn:
         span = conn.execute("SELECT pggit.start_performance_trace(NULL, NULL, NULL, 'commit', "
                             "'c', 1, 'tester', NULL, NULL)").fetchone()[0]

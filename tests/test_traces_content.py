@@ -11,8 +11,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.config import TracesConfig
 from exporter.send.envelope import Envelope
-from exporter.send.forwarder import tracing_enabled
 from exporter.send.otlp import build_exporter, protocol
+from exporter.spans import tracing_enabled
 from tests.otlp_receiver import Receiver, make_forwarder, traces_config
 from tests.test_traces_trees import drain, end_span, start_span
 

@@ -76,7 +76,7 @@ def test_kill_9_at_random_points_loses_no_span_and_keeps_counts_exact(
     assert set(by_id) == set(expected)
     for copies in by_id.values():
         assert len({(c.trace_id, c.span_id, c.parent_span_id) for c in copies}) == 1
-    state = json.loads((tmp_path / "main.traces.json").read_text())
+    state = json.loads((tmp_path / "main.json").read_text())["traces"]
     cells = state["aggregates"]["histograms"]["pggit_span_duration_seconds"]
     assert sum(sum(cell[:-1]) for _, cell in cells) == len(expected)
     assert state["unsent"] == []

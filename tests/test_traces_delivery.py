@@ -110,7 +110,7 @@ def test_batch_refused_past_the_retry_limit_is_dropped_counted_and_not_resent(
     again.stop(timeout=1)
     assert sorted(receiver.by_pggit_span_id()) == ["kept0", "kept1"]
     assert spans_total(forwarder, "exported") == 2
-    assert json.loads((tmp_path / "main.traces.json").read_text())["unsent"] == []
+    assert json.loads((tmp_path / "main.json").read_text())["traces"]["unsent"] == []
 
 
 def test_crash_after_a_skipped_checkpoint_resends_the_same_spans_and_counts_once(
@@ -149,7 +149,7 @@ def test_metrics_show_only_checkpointed_spans_while_a_backlog_is_read(
         return sum(sum(cell[:-1]) for cell in histogram.cells.values())
 
     def saved() -> int:
-        state = json.loads(forwarder.state_path.read_text())
+        state = json.loads(forwarder.state_path.read_text())["traces"]
         return sum(sum(cell[:-1]) for _, cell in
                    state["aggregates"]["histograms"]["pggit_span_duration_seconds"])
 

@@ -397,7 +397,7 @@ def test_dropped_count_survives_a_crash(dbs: tuple[str, str, str], tmp_path: Pat
     forwarder.poll_once()
     dropped = spans_total(forwarder, "dropped")
     assert dropped >= 1
-    state = json.loads((tmp_path / "main.traces.json").read_text())
+    state = json.loads((tmp_path / "main.json").read_text())["traces"]
     assert state["counts"]["dropped"] == dropped
     again = forwarder_for(dbs, tmp_path, receiver)  # as after kill -9: no stop(), no save
     assert spans_total(again, "dropped") == dropped

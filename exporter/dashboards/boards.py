@@ -712,7 +712,7 @@ def exporter_board() -> Board:
     )
     b.row("Spans")
     b.add(
-        timeseries("Spans handled per second", "Spans the trace forwarder exported, dropped "
+        timeseries("Spans handled per second", "Spans the OTLP sender exported, dropped "
                    "or failed to send.", health, "ops",
                    Query(f"sum by (result) ({rate('pggit_exporter_spans_total')})",
                          "{{result}}"), stack=True, width=12),

@@ -1,6 +1,6 @@
 """What sources hand to /metrics: their published data for one catalog metric, as it is.
 
-A source (a database poller, a trace forwarder) passes the dicts it has published by
+A source (a database poller, its span source) passes the dicts it has published by
 reference: published state is never mutated afterwards, so a render reads it without copying
 and without taking the source's lock. Names, help, type and unit are not carried here; the
 encoder takes them from the catalog, so they cannot disagree with it.

@@ -69,8 +69,8 @@ class DatabaseHealth:
         self.database = database
         self._lock = threading.Lock()
         self._up = False
-        self._enabled: dict[str, dict[str, bool]] = {}
-        self._failing: dict[str, dict[str, str]] = {}
+        self._enabled: dict[str, bool] = {}
+        self._failing: dict[str, str] = {}
         self._rows_read: dict[str, float] = {}
         self._pending: dict[str, float] = {}
         self._lag: dict[str, float] = {}
@@ -89,20 +89,17 @@ class DatabaseHealth:
             key = (stage, reason)
             self._errors[key] = self._errors.get(key, 0) + n
 
-    def collectors(self, enabled: Mapping[str, bool], source: str = "poller") -> None:
-        """Every collector of `source` and whether it runs, after a discovery. Each source
-        (the poller; the trace forwarder for operation_traces and merges as traces) replaces
-        only its own collectors."""
+    def collectors(self, enabled: Mapping[str, bool]) -> None:
+        """Every collector of the database and whether it runs, after a discovery."""
         with self._lock:
-            self._enabled[source] = dict(enabled)
-            self._failing[source] = {c: m for c, m in self._failing.get(source, {}).items()
-                                     if enabled.get(c)}
+            self._enabled = dict(enabled)
+            self._failing = {c: m for c, m in self._failing.items() if enabled.get(c)}
 
-    def failing(self, failing: Mapping[str, str], source: str = "poller") -> None:
-        """Collectors of `source` whose reads keep failing for a reason other than the
-        connection, with the error."""
+    def failing(self, failing: Mapping[str, str]) -> None:
+        """Collectors whose reads keep failing for a reason other than the connection, with
+        the error."""
         with self._lock:
-            self._failing[source] = dict(failing)
+            self._failing = dict(failing)
 
     def polled(self, *, rows: Mapping[str, int], pending: Mapping[str, int],
                lag: Mapping[str, float], counts: Counts, took: float, at: float) -> None:
@@ -125,8 +122,8 @@ class DatabaseHealth:
         db = self.database
         with self._lock:
             tables = set(self._pending)
-            enabled = {c: on for by in self._enabled.values() for c, on in by.items()}
-            failing = {c for by in self._failing.values() for c in by}
+            enabled = dict(self._enabled)
+            failing = set(self._failing)
             out: Samples = {
                 "pggit_up": {(db,): 1.0 if self._up else 0.0},
                 "pggit_exporter_collector_enabled": {
@@ -149,7 +146,7 @@ class DatabaseHealth:
 
 
 class _Child:
-    """One series of a metric other components write to (the trace forwarder, silences)."""
+    """One series of a metric other components write to (the span sender, silences)."""
 
     def __init__(self, store: dict[Labels, float], labels: Labels, lock: threading.Lock):
         self._store, self._labels, self._lock = store, labels, lock
@@ -182,7 +179,7 @@ class SelfMetrics(Collector):
     """The collector of every self-metric; registered on the exposition's registry.
 
     Databases report through their `DatabaseHealth`; components without one (the trace
-    forwarder, the silence keeper) write through `self_metrics[name].labels(...)`, which keeps
+    sender, the silence keeper) write through `self_metrics[name].labels(...)`, which keeps
     plain values here too. `remove(database)` forgets both, for a database taken out of the
     configuration.
     """

@@ -2,7 +2,7 @@
 
 The span metrics (`pggit_span_duration_seconds`, `pggit_spans_running`) are mapped here, like
 every other table's metrics in `exporter.map`, so that whoever reads the rows (today the span
-source in `exporter.send.forwarder`) only hands rows over and decides nothing about metrics.
+source in `exporter.spans`) only hands rows over and decides nothing about metrics.
 
 Ids come from `exporter.otlp.ids`: the trace id from the row's *root* `trace_id` (pgGit gives
 every row its own), the parent from `parent_span_id`, so a tree leaves as one trace whatever

@@ -24,7 +24,7 @@ from exporter.db import sibling
 from exporter.map.base import Context, Mapping
 from exporter.read.cursor import Gap, IdCursor
 from exporter.read.holes import find_holes
-from exporter.read.incremental import Snapshot
+from exporter.read.snapshot import Snapshot
 
 BACKFILL_SETTINGS = {
     # The scans cost enough to trigger JIT compilation with inlining and optimisation, which

@@ -18,43 +18,10 @@ from psycopg import sql
 
 from exporter.map.base import Incremental
 from exporter.read.cursor import IdCursor
+from exporter.read.snapshot import Snapshot
 
 Row = tuple[Any, ...]
 _TIME = itemgetter(-1)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The poll transaction's snapshot (64-bit xids) and its clocks.
-
-    `horizon` is the next xid to be assigned when the snapshot was taken, so every transaction
-    that had an xid then has one below it. It is not the snapshot's xmax: PostgreSQL sets xmax
-    to the newest *completed* xid + 1, so a running transaction newer than that is neither
-    below xmax nor among the in-progress xids, and does not hold back a later xmin either.
-    """
-
-    xmin: int
-    horizon: int
-    db_now: float
-    now: float
-
-
-_SNAPSHOT = """
-SELECT xmin, base + age((base % 4294967296)::text::xid), db_now
-  FROM (SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
-               CASE WHEN pg_snapshot_xmax(s)::text::bigint % 4294967296 >= 3
-                    THEN pg_snapshot_xmax(s)::text::bigint
-                    ELSE pg_snapshot_xmax(s)::text::bigint - 3 END AS base,
-               extract(epoch FROM now())::float8 AS db_now
-          FROM pg_current_snapshot() s) AS snap"""
-"""age() of a 32-bit xid is the next xid minus it (read once per transaction, here after the
-snapshot was taken). `base` is xmax, or 3 below it just after the 32-bit counter wrapped,
-because the special xids 0-2 have an age() of INT_MAX."""
-
-
-def take_snapshot(conn: psycopg.Connection, wall: float) -> Snapshot:
-    xmin, horizon, db_now = conn.execute(_SNAPSHOT).fetchone()
-    return Snapshot(xmin, horizon, db_now, wall)
 
 
 def finite_epoch(time: str) -> str:

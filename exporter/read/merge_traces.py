@@ -19,7 +19,8 @@ from psycopg import sql
 
 from exporter.map.base import Incremental
 from exporter.read.cursor import IdCursor
-from exporter.read.incremental import Result, Snapshot, read_table
+from exporter.read.incremental import Result, read_table
+from exporter.read.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -52,6 +52,7 @@ import psycopg
 from psycopg import sql
 
 from exporter.otlp.attributes import MAX_JSON_TEXT
+from exporter.read.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +68,6 @@ BACKLOG, WINDOW, FULL, QUICK = "backlog", "window", "full", "quick"
 MODE_PRIVILEGED = "start_time_window"
 MODE_SELECT_ONLY = "periodic_full_scan"
 PRIVILEGE_HINT = "GRANT pg_read_all_stats TO <exporter role> (or pg_monitor)"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A `pg_snapshot` as plain data (64-bit xids)."""
-
-    xmin: int
-    xmax: int
-    xip: frozenset[int] = frozenset()
-
-    @classmethod
-    def parse(cls, text: str) -> Snapshot:
-        xmin, xmax, xip = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
-
-    def __str__(self) -> str:
-        return f"{self.xmin}:{self.xmax}:{','.join(str(x) for x in sorted(self.xip))}"
 
 
 def widen_sql(xmax_param: str) -> str:

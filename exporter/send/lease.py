@@ -53,7 +53,7 @@ def channel(schema: str, table: str) -> str:
 
 
 class SpanLease:
-    """The lock connection of one forwarder: acquire, keep, announce, hear announcements.
+    """The lock connection of one span source: acquire, keep, announce, hear announcements.
 
     `refresh()` runs on the poll thread; `announce()` on the sender thread. psycopg serialises
     the two on the connection.

@@ -1,15 +1,20 @@
-"""Span sources: poll pgGit's spans and merges, map them to span metrics, optionally send OTLP.
+"""The span sources of a database's poll: pgGit's spans and merges, as span metrics and OTLP.
+
+`exporter.poller.DatabasePoller` is the one engine: each poll it discovers the tables once,
+takes one snapshot, reads the metrics tables and then these sources, and writes one
+checkpoint. This module is the part of that poll that knows spans: the exactly-once change
+feed of `operation_traces` (`exporter.read.operation_traces`), merges past an id cursor
+(`exporter.read.merge_traces`), span metrics (`exporter.map.operation_traces`) and, with an
+endpoint, the hand-over to the OTLP sender and the span lease (`exporter.send`).
 
 Span metrics (`pggit_span_duration_seconds`, `pggit_spans_running`) are kept whenever
 `operation_traces` is readable; sending to an OTLP endpoint is the optional part (without an
-endpoint there is no sender and no queue). One poll = a short read of the running
-transactions' start times (`exporter.read.operation_traces.read_bound`), then one REPEATABLE
-READ READ ONLY transaction (see `exporter.read.operation_traces` for the exactly-once change
-feed of spans, `exporter.read.merge_traces` for merges). After each poll (at most once a
-second while a backlog is read page after page, see `SAVE_INTERVAL`) the state file
-`<state_dir>/<database>.traces.json` is written atomically with: the change-feed positions,
-the spans seen RUNNING or timed out, the span-duration histograms, and the keys of spans still
-in the send queue.
+endpoint there is no sender and no queue). One poll = `prepare` (a short read of the running
+transactions' start times, before the poll's snapshot: `exporter.read.operation_traces.
+read_bound`), `read` inside the poll's REPEATABLE READ READ ONLY transaction, and `finish`
+after it. The checkpoint's `traces` section (`section`) holds the change-feed positions, the
+spans seen RUNNING or timed out, the span-duration histograms and the keys of spans still in
+the send queue.
 
 What "sent" means: a span is *handed over* when its row version is consumed by a poll; the
 checkpoint written after that poll still lists it as unsent until the OTLP endpoint accepted
@@ -32,45 +37,40 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from psycopg_pool import PoolTimeout
 
-from exporter import __version__, connect_errors
+from exporter import __version__
 from exporter.aggregates import Aggregates
-from exporter.checkpoint import read as read_state
-from exporter.checkpoint import write_atomic
-from exporter.config import DatabaseConfig, TracesConfig
-from exporter.discover import discover
+from exporter.config import TracesConfig
+from exporter.discover import Found
 from exporter.expose.families import Histogram, Part, Series
+from exporter.failing import failing_as
 from exporter.labels import LabelCap
 from exporter.map import merge_traces, operation_traces
 from exporter.map.operation_traces import HISTOGRAM, SpanStyle, to_span
 from exporter.native import NativeSpec
 from exporter.read.cursor import IdCursor
-from exporter.read.incremental import take_snapshot
 from exporter.read.merge_traces import MergeReader, MergeRow, changescan_handled
 from exporter.read.operation_traces import (
     MODE_PRIVILEGED,
     MODE_SELECT_ONLY,
     PRIVILEGE_HINT,
     QUICK_WINDOW,
+    Bound,
     ChangeScan,
-    Snapshot,
     SpanReader,
     SpanRow,
     read_bound,
 )
+from exporter.read.snapshot import Snapshot
 from exporter.send.envelope import Envelope
 from exporter.send.lease import SpanLease, digest
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
@@ -79,8 +79,10 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 STATE_VERSION = 2
-"""Version 2: merges read by id cursor; the span feed carries start-time bounds; counts
-that must survive a crash (`counts`). Version 1 files are migrated on load (see `_load`)."""
+"""The `traces` section's own version (it is also the whole file `<db>.traces.json` of
+releases that kept spans apart). Version 2: merges read by id cursor; the span feed carries
+start-time bounds; counts that must survive a crash (`counts`). Version 1 is migrated on
+load (see `restore`)."""
 SPANS = "operation_traces"
 MERGES = "merge_traces"
 """Collector names, as `disabled_collectors` and `pggit_exporter_collector_enabled` use them."""
@@ -94,18 +96,9 @@ MERGE_COLUMNS = frozenset({
     "conflict_detection_us", "conflict_count", "auto_resolution_us",
     "auto_resolution_success_count", "auto_resolution_failure_count", "total_merge_us",
     "merge_status", "user_name", "session_id", "started_at", "completed_at"})
-FULL_PASS_INTERVAL = 60.0
-GAP_GRACE = 2.0
 PAGES = 4
 """Batches one healthy poll may read: enough to spread a poll's fixed costs, few enough to
 keep its transaction short."""
-SAVE_INTERVAL = 1.0
-"""Seconds between checkpoints while a backlog is read page after page.
-
-Two fsyncs per page would cost more than reading the page. Skipping a checkpoint is safe: the
-state on disk stays a consistent earlier one, so a crash re-reads (and resends, with the same
-ids) what was read since, and counts it once.
-"""
 
 
 def tracing_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
@@ -113,37 +106,28 @@ def tracing_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
     return bool(cfg.endpoint or any(env.get(v, "").strip() for v in ENDPOINT_ENV))
 
 
-class TraceForwarder:
-    """Per database: a poll thread (reading, span metrics) and, with an endpoint, a sender."""
+class SpanSource:
+    """Per database: spans and merges as a source of the poll, and, with an endpoint, a sender.
 
-    def __init__(self, database: str,
-                 connect: Callable[[], AbstractContextManager[psycopg.Connection]],
-                 schema: str, tables: Callable[[str], str], cfg: TracesConfig,
-                 state_dir: Path, self_metrics: Any, on_change: Callable[[], None],
-                 span_buckets: tuple[float, ...], label_cap: LabelCap,
-                 database_name_for_resource: str, *, poll_interval: float = 1.0,
+    The poller calls, each poll: `prepare` before its snapshot, `read` inside its
+    transaction, `finish` after it; `section` when it writes the checkpoint and `saved` once
+    it is on disk.
+    """
+
+    def __init__(self, database: str, schema: str, tables: Callable[[str], str],
+                 cfg: TracesConfig, self_metrics: Any, span_buckets: tuple[float, ...],
+                 database_name_for_resource: str, *,
                  exporter: Any = None, send: bool = True, merges: bool = True,
-                 db_cfg: DatabaseConfig | None = None,
-                 full_pass_interval: float = FULL_PASS_INTERVAL,
-                 gap_grace: float = GAP_GRACE,
+                 full_pass_interval: float, gap_grace: float,
                  resource_attributes: Mapping[str, str] | None = None,
                  native: NativeSpec | None = None,
                  lease_session: Callable[[], psycopg.Connection] | None = None):
         self.database = database
-        self.connect = connect
         self.cfg = cfg
         self.schema = schema
         self.tables = tables
-        # Tests build a forwarder without a database entry: one unvalidated stand-in.
-        self.db_cfg = db_cfg or DatabaseConfig.model_construct(
-            name=database, dsn="", schema_=schema,
-            tables={n: tables(n) for n in ("operation_traces", "merge_performance_metrics",
-                                           "branches") if tables(n) != n})
-        self.state_path = Path(state_dir) / f"{database}.traces.json"
         self.self_metrics = self_metrics
-        self.on_change = on_change
-        self.label_cap = label_cap
-        self.poll_interval = poll_interval
+        self.label_cap = LabelCap(0, 0)  # the poller's, once attached
         self.full_pass_interval = full_pass_interval
         self.native = native
         self.quick_window = QUICK_WINDOW
@@ -152,7 +136,7 @@ class TraceForwarder:
         self._span_buckets = tuple(span_buckets)
         self.spans = SpanReader(schema, tables)
         self.merges: MergeReader | None = None
-        self.enabled: dict[str, bool] | None = None
+        self.enabled: dict[str, bool] = {}
         self.mode: str | None = None
         self.style = SpanStyle(
             resource=Resource.create({
@@ -185,36 +169,46 @@ class TraceForwarder:
                                  self.queue, cfg.batch_size, self._exported, self._failed,
                                  self._given_up, cfg.retry_for, on_sent=self._sent,
                                  may_send=self._may_send)
+        self.on_change: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"pggit-traces-read-{database}")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._polls = 0
         self._timed_out_at = 0
         self._dirty = True
         self._throttled = False
         self._more = False
-        self._saved_at = float("-inf")
-        self.save_interval = SAVE_INTERVAL
+        self._bound: Bound | None = None
+        self._merges_on = False
+        self._limit = 0
+        self._healthy = True
+        self._out: list[Group] = []
+        self._step = {"consumed": 0, "handed": 0, "dropped": 0, "timed_out": 0}
         self.late_ends = 0
-        self._load()
+        self.last_consumed = 0
+        self._dropped_shown = 0
+        self.restore(None)
         self._published = self._parts()
+        self._pending_parts = self._published
         if self.sender is not None:
             for result in ("exported", "dropped", "timed_out"):
                 self._counter(result)
-            self._counter("dropped").inc(self.counts.get("dropped", 0))
         if self.lease is not None:
             self._lease_gauge(False)
 
+    def attach(self, label_cap: LabelCap, on_change: Callable[[], None]) -> None:
+        """Join a poller: span labels share its label cap; `on_change` tells the page."""
+        self.label_cap = label_cap
+        self.on_change = on_change
+
     # -- state --------------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        """Restore the checkpoint; a version-1 file is migrated (spans: read as is, their
-        next pass is a full one; merges: an id cursor built on the first poll)."""
-        data = read_state(self.state_path) or {}
+    def restore(self, data: dict[str, Any] | None) -> None:
+        """Take over the checkpoint's `traces` section; version 1 is migrated (spans: read as
+        is, their next pass is a full one; merges: an id cursor built on the first poll)."""
+        data = data or {}
         version = data.get("version", STATE_VERSION) if data else STATE_VERSION
         if version not in (1, STATE_VERSION):
-            raise ValueError(f"{self.state_path}: unknown state version {version}")
+            raise ValueError(f"unknown traces state version {version}")
         self.span_scan = ChangeScan.from_json(data.get("spans"))
         self.merge_cursor: IdCursor | None = IdCursor()
         self.merge_migration: dict[str, Any] | None = None
@@ -222,8 +216,7 @@ class TraceForwarder:
             if data.get("merges"):
                 self.merge_cursor = None
                 self.merge_migration = data["merges"]
-            log.info("trace state migrated from version 1",
-                     extra={"database": self.database, "path": str(self.state_path)})
+            log.info("trace state migrated from version 1", extra={"database": self.database})
         elif data.get("merges") is not None:
             self.merge_cursor = IdCursor.from_json(data["merges"])
         self.running: dict[str, list[Any]] = dict(data.get("running", {}))
@@ -238,17 +231,25 @@ class TraceForwarder:
         for (name, pos), values in self.agg.label_values().items():
             if name == HISTOGRAM and pos in (0, 1):
                 self.label_cap.admit(operation_traces.HISTOGRAM_LABELS[pos], values)
+        self._published = self._pending_parts = self._parts()
+        if self.sender is not None:
+            # The checkpointed count, shown once (the counter itself starts at 0).
+            restored = self.counts.get("dropped", 0)
+            self._counter("dropped").inc(restored - self._dropped_shown)
+            self._dropped_shown = restored
 
     def _buckets(self) -> tuple[float, ...]:
         return self._span_buckets
 
-    def _save(self) -> None:
-        """Checkpoint, then publish what was checkpointed to /metrics.
+    @property
+    def changed(self) -> bool:
+        """Whether the state moved since the last `section`: a checkpoint is due."""
+        return self._dirty
 
-        Publishing only saved state keeps the exporter's promise that a scrape never shows a
-        count a crash could take back: while a backlog is read, checkpoints (and so the span
-        metrics) move at most once per SAVE_INTERVAL.
-        """
+    def section(self) -> dict[str, Any]:
+        """The checkpoint's `traces` section, and the span metrics it holds, which `saved`
+        publishes once the checkpoint is on disk: a scrape never shows a count a crash could
+        take back."""
         with self._lock:
             data = {
                 "version": STATE_VERSION,
@@ -265,10 +266,13 @@ class TraceForwarder:
             if self.merge_migration is not None:
                 data["version"] = 1
                 data["merges"] = self.merge_migration
-            parts = self._parts()
-        write_atomic(self.state_path, data)
-        self._saved_at = time.monotonic()
-        self._published = parts
+            self._pending_parts = self._parts()
+            self._dirty = False
+        return data
+
+    def saved(self) -> None:
+        """The last `section` is on disk: its span metrics may be shown."""
+        self._published = self._pending_parts
 
     def _parts(self) -> list[Part]:
         """The span metrics of the current state (call with the lock held, or before start).
@@ -422,35 +426,27 @@ class TraceForwarder:
 
     # -- polling ------------------------------------------------------------------------------
 
-    def _discover(self, conn: psycopg.Connection) -> None:
-        """Which of the two sources this database has, through the same discovery as the
-        metrics collectors; a missing table or column turns its source off with one line."""
-        found = discover(conn, self.db_cfg)
-        conn.rollback()
-        disabled = set(self.db_cfg.disabled_collectors)
-        why = {SPANS: "disabled in the configuration" if SPANS in disabled
-               else found.missing("operation_traces", SPAN_COLUMNS)}
+    def configure(self, found: Found, disabled: set[str]) -> dict[str, str | None]:
+        """After the poller's discovery: which of the two sources this database has, and why
+        not (None: on). The merge reader is set up here, as it depends on the tables."""
+        why: dict[str, str | None] = {
+            SPANS: "disabled in the configuration" if SPANS in disabled
+            else found.missing("operation_traces", SPAN_COLUMNS)}
         if not self.want_merges or MERGES in disabled:
             why[MERGES] = "disabled in the configuration"
+        elif self.sender is None:
+            why[MERGES] = "merges only become spans, and no OTLP endpoint is set"
         else:
             why[MERGES] = found.missing("merge_performance_metrics", MERGE_COLUMNS)
-        enabled = {c: w is None for c, w in why.items()}
-        for collector, ok in enabled.items():
-            if self.enabled is None or self.enabled.get(collector) != ok:
-                if ok:
-                    log.info("collector enabled",
-                             extra={"database": self.database, "collector": collector})
-                else:
-                    log.warning("collector disabled", extra={
-                        "database": self.database, "collector": collector,
-                        "reason": why[collector]})
-        self.self_metrics.database(self.database).collectors(enabled, source="traces")
+        self.enabled = {c: w is None for c, w in why.items()}
         names = found.missing("branches", frozenset({"branch_id", "branch_name"})) is None
-        if enabled[MERGES]:
+        if self.enabled[MERGES]:
             self.merges = MergeReader(self.schema, self.tables, names)
             self.self_metrics["pggit_exporter_read_mode"].labels(
                 self.database, "merge_performance_metrics", "id_cursor").set(1)
-        self.enabled = enabled
+        else:
+            self.merges = None
+        return why
 
     def _handle(self, row: SpanRow, out: list[Group]) -> None:
         if self.span_scan.seen(row.span_id, row.xid):
@@ -566,12 +562,12 @@ class TraceForwarder:
                 out.append(Group(f"m:{m.merge_metric_id}",
                                  merge_traces.to_spans(m, self.database, self.style)))
 
-    def _merges(self, conn: psycopg.Connection, limit: int, out: list[Group]) -> int:
+    def _merges(self, conn: psycopg.Connection, snap: Snapshot, limit: int,
+                out: list[Group]) -> int:
         """Completed merges past the id cursor (merges only become spans: no sender, no
         reading)."""
         if self.merges is None or self.sender is None or limit <= 0:
             return 0
-        snap = take_snapshot(conn, time.time())
         got: list[MergeRow] = []
         if self.merge_cursor is None:
             assert self.merge_migration is not None
@@ -636,131 +632,118 @@ class TraceForwarder:
                 return consumed, dropped
             rows, asked = ahead.result(), next_asked
 
-    def poll_once(self) -> int:
-        """One poll; returns the rows read. `_more` says whether to poll again at once: only
-        while a pass or a merge backlog continues, never for a poll that only re-read rows
-        it had handled already."""
-        healthy = self.sender.stats.healthy if self.sender is not None else True
+    def _plan(self) -> int:
+        """How many changed spans this poll may read.
+
+        Healthy: read when no more than a batch waits, up to PAGES batches, and leave the rest
+        in the table; the queue's capacity is for outages. A poll costs a snapshot, a few
+        round trips and a checkpoint, so it reads batches, not the odd few spans.
+        """
+        self._healthy = self.sender.stats.healthy if self.sender is not None else True
         batch = self.cfg.batch_size
-        # Healthy: read when no more than a batch waits, up to PAGES batches, and leave the
-        # rest in the table; the queue's capacity is for outages. A poll costs a snapshot,
-        # a few round trips and a checkpoint, so it reads batches, not the odd few spans.
         if self.sender is None:
-            limit = batch * PAGES
-        elif healthy:
-            limit = (min(batch * PAGES, self.queue.room()) if self.queue.depth <= batch
-                     else 0)
-        else:
-            limit = batch
-        self._throttled = limit == 0
+            return batch * PAGES
+        if self._healthy:
+            return (min(batch * PAGES, self.queue.room()) if self.queue.depth <= batch
+                    else 0)
+        return batch
+
+    def prepare(self, conn: psycopg.Connection, spans_on: bool, merges_on: bool) -> None:
+        """Before the poll's snapshot: the lease, and the running transactions' start bound
+        (read in its own short transaction, which must end before the snapshot is taken).
+        `spans_on`, `merges_on`: which of the two this poll reads (a failing one waits)."""
+        self._limit = self._plan()
+        self._throttled = self._limit == 0
         self._more = False
-        out: list[Group] = []
-        consumed = dropped = timed_out = handed = 0
+        self._out = []
+        self._step = {"consumed": 0, "handed": 0, "dropped": 0, "timed_out": 0}
         if self.lease is not None:
             self._lease_step()
-        with self.connect() as conn:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.rollback()
-            if self.enabled is None:
-                self._discover(conn)
-            assert self.enabled is not None
-            spans_on = self.enabled[SPANS]
-            bound = read_bound(conn) if spans_on else None
-            if bound is not None:
-                self._set_mode(bound.privileged)
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                snap_text, now_us = conn.execute(
-                    "SELECT pg_current_snapshot()::text, "
-                    "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
-                ).fetchone()  # type: ignore[misc]
-                current = Snapshot.parse(snap_text)
-                if self.unsent:
-                    # Queued first, before newer spans, as they were read first.
-                    resent: list[Group] = []
-                    with self._lock:
-                        self._resend(conn, current.xmax, now_us, resent)
-                    dropped += self._offer(resent, healthy)
-                    handed = len(resent)
-                if spans_on and limit > 0:
-                    assert bound is not None
-                    with self._lock:
-                        self.span_scan.begin(current, bound, now_us / 1e6,
-                                             self.full_pass_interval, self.quick_window)
-                    consumed, lost = self._pages(conn, current, limit, healthy)
-                    dropped += lost
-                    self._more = self.span_scan.in_pass
-                with self._lock:
-                    if spans_on:
-                        self._updates(conn, current.xmax, out)
-                    consumed += self._merges(conn, limit - consumed, out)
-                    if spans_on:
-                        timed_out = self._timeouts(conn, current.xmax, now_us, out)
-                    self._polls += 1
-        dropped += self._offer(out, healthy)
-        handed += len(out)
-        if dropped:
+        self._merges_on = merges_on
+        self._bound = read_bound(conn) if spans_on else None
+        if self._bound is not None:
+            self._set_mode(self._bound.privileged)
+
+    def read(self, conn: psycopg.Connection, snap: Snapshot) -> bool:
+        """Inside the poll's transaction: unsent spans again, changed spans, ends, merges and
+        timeouts. Returns whether to poll again at once: only while a pass or a merge backlog
+        continues, never for a poll that only re-read rows it had handled already."""
+        step, out, healthy, limit = self._step, self._out, self._healthy, self._limit
+        spans_on = self._bound is not None
+        if self.unsent:
+            # Queued first, before newer spans, as they were read first.
+            resent: list[Group] = []
             with self._lock:
-                self._dropped(dropped)
-            log.warning("%s: span queue full, %d spans dropped", self.database, dropped)
-        if timed_out:
-            self._counter("timed_out").inc(timed_out)
+                self._resend(conn, snap.xmax, snap.statement_us, resent)
+            step["dropped"] += self._offer(resent, healthy)
+            step["handed"] += len(resent)
+        if spans_on and limit > 0:
+            assert self._bound is not None
+            with self._lock:
+                self.span_scan.begin(snap, self._bound, snap.statement_us / 1e6,
+                                     self.full_pass_interval, self.quick_window)
+            consumed, lost = self._pages(conn, snap, limit, healthy)
+            step["consumed"] += consumed
+            step["dropped"] += lost
+            self._more = self.span_scan.in_pass
+        with self._lock:
+            if spans_on:
+                self._updates(conn, snap.xmax, out)
+            if self._merges_on:
+                with failing_as(MERGES):
+                    step["consumed"] += self._merges(conn, snap, limit - step["consumed"],
+                                                     out)
+            if spans_on:
+                step["timed_out"] += self._timeouts(conn, snap.xmax, snap.statement_us, out)
+            self._polls += 1
+        return self._more
+
+    def finish(self) -> int:
+        """After the poll's transaction: queue what it found, count what did not fit.
+        Returns the rows read."""
+        step = self._step
+        step["dropped"] += self._offer(self._out, self._healthy)
+        step["handed"] += len(self._out)
+        self._out = []
+        if step["dropped"]:
+            with self._lock:
+                self._dropped(step["dropped"])
+            log.warning("%s: span queue full, %d spans dropped", self.database, step["dropped"])
+        if step["timed_out"]:
+            self._counter("timed_out").inc(step["timed_out"])
         self._depth()
-        backlog = self._more
-        if (consumed or handed or self._dirty or self.span_scan.in_pass) and not (
-                backlog and time.monotonic() - self._saved_at < self.save_interval):
-            self._dirty = False
-            self._save()
-        self.on_change()
-        return consumed
+        if step["consumed"] or step["handed"] or self.span_scan.in_pass:
+            self._dirty = True
+        self.last_consumed = step["consumed"]
+        return step["consumed"]
+
+    @property
+    def throttled(self) -> bool:
+        """The last poll read no spans because the sender is busy."""
+        return self._throttled
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Held back by a busy sender: return as soon as it has sent a batch."""
+        self.queue.wait_depth(self.cfg.batch_size, timeout)
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        delay = 0.0
-        while not self._stop.wait(delay):
-            try:
-                self.poll_once()
-                delay = 0.0 if self._more else self.poll_interval
-                if self._throttled:
-                    # Held back by a busy sender: read again as soon as it has sent a batch.
-                    self.queue.wait_depth(self.cfg.batch_size, self.poll_interval)
-                    delay = 0.0
-            except (PoolTimeout, psycopg.OperationalError) as exc:
-                # The database's poller reports the outage (pggit_up 0, stage="connect");
-                # counting it here too would count one outage twice.
-                log.info("%s: trace poll could not connect: %s", self.database, exc)
-                self.enabled = None
-                delay = self.poll_interval
-            except Exception as exc:
-                log.warning("%s: trace poll failed: %s", self.database, exc)
-                self.self_metrics["pggit_exporter_errors_total"].labels(
-                    database=self.database, stage="read", reason=connect_errors.reason(exc)).inc()
-                self.enabled = None
-                self.on_change()
-                delay = self.poll_interval
 
     def start(self) -> None:
         if self.sender is not None:
             self.sender.start()
-        self._thread = threading.Thread(target=self._run, name=f"pggit-traces-{self.database}",
-                                        daemon=True)
-        self._thread.start()
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Stop polling, send what can be sent within `timeout`, save what was not."""
-        deadline = time.monotonic() + timeout
-        self._stop.set()
+    def wake(self) -> None:
+        """Let a poll thread waiting in `wait_for_room` go (on stop)."""
         self.queue.wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
+
+    def stop(self, deadline: float) -> None:
+        """Send what can be sent before `deadline`; the poller then checkpoints the rest."""
         self._reader.shutdown(wait=False)
         if self.sender is not None:
             self.sender.drain(deadline)
-        try:
-            self._save()
-        except OSError as exc:
-            log.warning("%s: could not save trace state: %s", self.database, exc)
+        self._dirty = True
+
+    def close(self) -> None:
         if self.lease is not None:
             self.lease.close()
 
