@@ -345,8 +345,8 @@ class DatabasePoller:
         if m.table not in cursors:
             conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
                 sql.Literal(int(self.db_cfg.backfill_statement_timeout * 1000))))
-            cursors[m.table] = start_cursor(conn, m, table, ctx, snap,
-                                            self.cfg.start_position)
+            cursors[m.table] = start_cursor(conn, m.incremental, table, snap,
+                                            self.cfg.start_position, m.aggregate(ctx))
             latest = newest_time(conn, m, table)
             if latest is not None:
                 newest[m.table] = latest

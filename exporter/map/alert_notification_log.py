@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.counts import NEGATIVE
-from exporter.map.base import Context, Incremental, Mapping
+from exporter.map.base import Context, Mapping
+from exporter.read.spec import Incremental
 
 TOTAL = "pggit_notification_deliveries_total"
 SECONDS = "pggit_notification_delivery_seconds_total"

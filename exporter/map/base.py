@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from math import isfinite
 from typing import Any
 
@@ -19,25 +19,11 @@ from psycopg import sql
 from exporter.aggregates import Aggregates, Labels
 from exporter.counts import INVALID, NOT_FINITE, OVERFLOW, Counts
 from exporter.labels import LabelCap
+from exporter.read.spec import Aggregate, Incremental
 
 log = logging.getLogger("exporter.map")
 
 Gauges = dict[str, dict[Labels, float]]
-
-
-@dataclass(frozen=True)
-class Incremental:
-    """How to read a table row by row past a read position.
-
-    `select` lists the columns after the id; `final` is a SQL condition for rows that will not
-    change any more (rows updated in place, like a merge still running, wait until it holds);
-    `time` is the column whose newest value measures lag.
-    """
-
-    id_column: str
-    select: str
-    final: str | None = None
-    time: str | None = None
 
 
 class Context:
@@ -115,6 +101,11 @@ class Mapping:
                 if at is not None and not isfinite(at):
                     ctx.invalid(self.table, row[0], self.incremental.time, NOT_FINITE, at)
         self.observe_rows(ctx, rows)
+
+    def aggregate(self, ctx: Context) -> Aggregate | None:
+        """How a first start counts the rows that already exist (`aggregate_backfill`), bound
+        to this poll's context for `exporter.read.backfill.start_cursor`; None replays them."""
+        return partial(self.backfill, ctx) if self.aggregate_backfill else None
 
     def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
                  max_id: int) -> None:

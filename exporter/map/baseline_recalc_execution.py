@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read.spec import Incremental
 
 TOTAL = "pggit_baseline_recalculations_total"
 

@@ -12,7 +12,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read.spec import Incremental
 
 HIST = "pggit_merge_duration_seconds"
 MERGES = "pggit_merges_total"

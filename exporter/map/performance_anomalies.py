@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.map.base import Context, Incremental, Mapping
+from exporter.map.base import Context, Mapping
+from exporter.read.spec import Incremental
 
 TOTAL = "pggit_anomalies_total"
 

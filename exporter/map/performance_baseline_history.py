@@ -9,7 +9,8 @@ import psycopg
 from psycopg import sql
 
 from exporter.counts import NOT_FINITE
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read.spec import Incremental
 
 TOTAL = "pggit_baseline_changes_total"
 

@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.map.base import Incremental
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import Result, Snapshot, read_table
+from exporter.read.spec import Incremental
 
 log = logging.getLogger(__name__)
 
