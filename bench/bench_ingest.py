@@ -35,11 +35,12 @@ from exporter.aggregates import Aggregates
 from exporter.discover import discover
 from exporter.labels import LabelCap
 from exporter.map.base import Context
-from exporter.map.branches import BranchNames
 from exporter.map.performance_baselines import PerformanceBaselines
 from exporter.map.performance_metrics import HIST, PerformanceMetrics
+from exporter.read.branches import BranchNames
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import read_table
+from exporter.read.performance_baselines import refresh_history
 from exporter.read.snapshot import take_snapshot
 
 BATCH = 50_000
@@ -54,7 +55,8 @@ class Setup:
         db_cfg = cfg.databases[0]
         self.table = sql.Identifier("pggit", "performance_metrics")
         self.baselines = PerformanceBaselines()
-        self.baselines.refresh_history(conn, sql.Identifier("pggit", "performance_baselines"))
+        refresh_history(conn, sql.Identifier("pggit", "performance_baselines"),
+                        self.baselines.history)
         self.mapping = PerformanceMetrics(cfg.buckets, self.baselines.history)
         self.branches = BranchNames()
         self.branches.configure(discover(conn, db_cfg))

@@ -41,7 +41,6 @@ from exporter.map.alert_notification_queue import AlertNotificationQueue
 from exporter.map.alert_snooze import AlertSnooze
 from exporter.map.base import Context, Gauges, Mapping
 from exporter.map.baseline_recalc_execution import BaselineRecalcExecution
-from exporter.map.branches import BranchNames
 from exporter.map.merge_performance_metrics import MergePerformanceMetrics
 from exporter.map.performance_alerts import PerformanceAlerts
 from exporter.map.performance_anomalies import PerformanceAnomalies
@@ -52,8 +51,10 @@ from exporter.map.performance_metrics import PerformanceMetrics
 from exporter.map.performance_operation_types import PerformanceOperationTypes
 from exporter.map.scheduled_job_execution import ScheduledJobExecution
 from exporter.read.backfill import start_cursor
+from exporter.read.branches import BranchNames
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import finite_epoch, read_table
+from exporter.read.performance_baselines import refresh_history
 from exporter.read.snapshot import Snapshot, take_snapshot
 from exporter.spans import MERGES, SPANS, SpanSource
 
@@ -426,7 +427,8 @@ class DatabasePoller:
                                                  strict=True) if on}
         if self.baselines in active:
             with failing_as(self.baselines.collector):
-                self.baselines.refresh_history(conn, self.database.table(self.baselines.table))
+                refresh_history(conn, self.database.table(self.baselines.table),
+                                self.baselines.history)
         rows_by_table: dict[str, int] = {}
         backlog = False
         for m in active:
@@ -439,8 +441,11 @@ class DatabasePoller:
         if started - self.gauges_at >= self.cfg.gauge_interval or not self.gauges:
             gauges = {}
             for m in active:
+                if m.read_gauges is None:
+                    continue
                 with failing_as(m.collector):
-                    gauges.update(m.gauges(ctx, conn, self.database.table(m.table)))
+                    rows = m.read_gauges(conn, self.database.table(m.table))
+                    gauges.update(m.gauges(ctx, rows))
             self.gauges_at = started
         if spans is not None:
             with failing_as(SPANS):
@@ -462,8 +467,8 @@ class DatabasePoller:
         if m.table not in cursors:
             conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
                 sql.Literal(int(self.db_cfg.backfill_statement_timeout * 1000))))
-            cursors[m.table] = start_cursor(conn, m, table, ctx, snap,
-                                            self.cfg.start_position)
+            cursors[m.table] = start_cursor(conn, m.incremental, table, snap,
+                                            self.cfg.start_position, m.aggregate(ctx))
             latest = newest_time(conn, m, table)
             if latest is not None:
                 newest[m.table] = latest

@@ -1,8 +1,8 @@
 """A first start aggregates the existing rows as a replay of them would count them.
 
 Invalid durations, violations at the very threshold, an empty table, a table whose only rows
-are still being written, and the second connection the backfill scans on (and what happens
-when it cannot have one).
+are still being written, merges (replayed, not aggregated), and the second connection the
+backfill scans on (and what happens when it cannot have one).
 """
 
 from __future__ import annotations
@@ -95,6 +95,43 @@ def test_table_whose_only_rows_are_in_flight_counts_them_once_committed(
     samples = settle(exporter.samples, pggit_dsn)
     assert total(samples, "pggit_operation_duration_seconds_count") == 3
     assert_exact(pggit_dsn, samples)
+
+
+MERGE = """INSERT INTO pggit.merge_performance_metrics
+             (source_branch_id, target_branch_id, total_merge_us, merge_status, user_name,
+              started_at, completed_at)
+           VALUES (2, 1, 250000, %s, 'tester', localtimestamp, {completed})
+           RETURNING merge_metric_id"""
+
+
+def test_merges_written_before_the_first_start_are_replayed_once(
+        pggit_dsn: str, run_exporter) -> None:
+    """The first start replays the final merges (completed, or FAILED without a completion
+    time) once each; a merge still running is shown as running and counted once complete."""
+    done, failed = MERGE.format(completed="localtimestamp"), MERGE.format(completed="NULL")
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        for status in ("SUCCESS", "SUCCESS", "PARTIAL_SUCCESS"):
+            conn.execute(done, (status,))
+        conn.execute(failed, ("FAILED",))
+        running = conn.execute(failed, ("SUCCESS",)).fetchone()[0]
+    exporter = run_exporter(pggit_dsn)
+    wait_for(lambda: exporter.poller.caught_up, what="the backfill")
+    samples = exporter.samples()
+    assert total(samples, "pggit_merges_total") == 4
+    assert total(samples, "pggit_merges_total", status="FAILED") == 1
+    assert total(samples, "pggit_merge_duration_seconds_count", phase="total") == 4
+    assert total(samples, "pggit_merges_running") == 1
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pggit.merge_performance_metrics SET completed_at = localtimestamp"
+                     " WHERE merge_metric_id = %s", (running,))
+        wait_for(lambda: total(exporter.samples(), "pggit_merges_total") == 5,
+                 what="the merge completed after the start")
+        # A later merge, counted on its own, shows the polls in between counted nothing twice.
+        conn.execute(done, ("SUCCESS",))
+    samples = wait_for(lambda: (s := exporter.samples()) and
+                       total(s, "pggit_merges_total") >= 6 and s, what="the later merge")
+    assert total(samples, "pggit_merges_total") == 6
+    assert total(samples, "pggit_merges_total", status="SUCCESS") == 4
 
 
 # --- the second connection ------------------------------------------------------------------

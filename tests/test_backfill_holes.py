@@ -103,8 +103,9 @@ def test_backfill_cursor_has_a_gap_for_every_id_not_counted(pggit_dsn: str) -> N
         snap = take_snapshot(conn, 0.0)
         session = conn.execute("SELECT current_setting('enable_sort'),"
                                " current_setting('work_mem')").fetchone()
-        cursor = start_cursor(conn, mapping, sql.Identifier("pggit", "performance_metrics"),
-                              ctx, snap, "backfill")
+        cursor = start_cursor(conn, mapping.incremental,
+                              sql.Identifier("pggit", "performance_metrics"), snap, "backfill",
+                              mapping.aggregate(ctx))
         after = conn.execute("SELECT current_setting('enable_sort'),"
                              " current_setting('work_mem')").fetchone()
     assert cursor.max_seen == 1998

@@ -12,12 +12,22 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
-# read/ may use `exporter.map.base`: the engine's reader drives a table's `Mapping` through
-# that interface (what to select, where to hand a page); it never imports a table's mapping.
 FORBIDDEN = {
-    "read": ("exporter.send", "exporter.expose"),
-    "map": ("exporter.send", "exporter.expose"),
+    # The read stage owns every query and the types a mapping names (exporter.read.spec);
+    # it hands rows downstream and knows nothing of what they become.
+    "read": ("exporter.map", "exporter.send", "exporter.expose"),
+    # A mapping turns rows into observations: it never holds a connection or runs SQL, so
+    # it does not import the driver either.
+    "map": ("exporter.send", "exporter.expose", "psycopg", "psycopg_pool"),
     "otlp": ("exporter.read", "exporter.map", "exporter.send", "exporter.expose"),
+}
+EXCEPTIONS = {
+    # Its first-start aggregate (two queries with the bucket thresholds and the baseline
+    # floors as parameters) still runs in the mapping, as `backfill(ctx, conn, table,
+    # max_id)`, which `exporter.map.base.Mapping.aggregate` binds; moving it to
+    # read/performance_metrics.py was left for a session where that file was not being
+    # changed elsewhere.
+    "exporter/map/performance_metrics.py": ("psycopg",),
 }
 
 
@@ -35,12 +45,19 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def violations(stage: str) -> list[str]:
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def violations(stage: str, package: Path = PACKAGE,
+               exceptions: dict[str, tuple[str, ...]] = EXCEPTIONS) -> list[str]:
     out = []
-    for path in sorted((PACKAGE / stage).glob("*.py")):
+    for path in sorted((package / stage).glob("*.py")):
+        where = str(path.relative_to(package.parent))
+        allowed = exceptions.get(where, ())
         for name in sorted(imported(path)):
-            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[stage]):
-                out.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+            if _under(name, FORBIDDEN[stage]) and not _under(name, allowed):
+                out.append(f"{where} imports {name}")
     return out
 
 
@@ -50,9 +67,34 @@ def test_stage_imports_nothing_downstream(stage: str) -> None:
     assert violations(stage) == []
 
 
+def test_every_exception_is_still_needed() -> None:
+    """An exception whose file has stopped importing what it excuses is dropped, so the list
+    names only the faults that remain."""
+    for where, allowed in EXCEPTIONS.items():
+        names = imported(PACKAGE.parent / where)
+        for prefix in allowed:
+            assert any(_under(n, (prefix,)) for n in names), f"{where} no longer needs {prefix}"
+
+
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     """A file importing downstream, even inside a function, is found."""
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from exporter.send import otlp\n")
     assert "exporter.send" in imported(bad)
     assert "exporter.send.otlp" in imported(bad)
+
+
+def test_the_check_sees_each_rule_broken(tmp_path: Path) -> None:
+    """In a package laid out like ours: read/ importing map/, and a mapping importing the
+    driver, are both found; the same import in an excepted file is not."""
+    package = tmp_path / "exporter"
+    (package / "read").mkdir(parents=True)
+    (package / "map").mkdir()
+    (package / "read" / "table.py").write_text("from exporter.map.base import Mapping\n")
+    (package / "map" / "table.py").write_text("def gauges(conn):\n    import psycopg\n")
+    (package / "map" / "excused.py").write_text("from psycopg import sql\n")
+    excused = {"exporter/map/excused.py": ("psycopg",)}
+    assert violations("read", package, excused) == [
+        "exporter/read/table.py imports exporter.map.base",
+        "exporter/read/table.py imports exporter.map.base.Mapping"]
+    assert violations("map", package, excused) == ["exporter/map/table.py imports psycopg"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.counts import NEGATIVE
-from exporter.map.base import Context, Incremental, Mapping
+from exporter.map.base import Context, Mapping
+from exporter.read import alert_notification_log as read
 
 TOTAL = "pggit_notification_deliveries_total"
 SECONDS = "pggit_notification_delivery_seconds_total"
@@ -15,8 +16,7 @@ class AlertNotificationLog(Mapping):
     collector = "alert_notification_log"
     table = "alert_notification_log"
     needs = frozenset({"log_id", "webhook_type", "status", "delivery_time_ms", "sent_at"})
-    incremental = Incremental(id_column="log_id",
-                              select="webhook_type, status, delivery_time_ms", time="sent_at")
+    incremental = read.INCREMENTAL
     counters = (TOTAL, SECONDS)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import psycopg
-from psycopg import sql
-
 from exporter.map.base import Context, Gauges, Mapping
+from exporter.read import alert_notification_queue as read
+from exporter.read.spec import Row
 
 
 class AlertNotificationQueue(Mapping):
     collector = "alert_notification_queue"
     table = "alert_notification_queue"
     needs = frozenset({"status", "created_at"})
+    read_gauges = staticmethod(read.gauge_rows)
 
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        rows = conn.execute(sql.SQL(
-            """SELECT coalesce(status, 'pending'), count(*),
-                      extract(epoch FROM now() - min(created_at::timestamptz)
-                                           FILTER (WHERE isfinite(created_at)))::float8
-               FROM {} GROUP BY 1""").format(table)).fetchall()
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
         depth = {(status,): count for status, count, _ in rows}
         waiting = [age for status, _, age in rows
                    if status in ("pending", "retrying") and age is not None]

@@ -1,43 +1,28 @@
 """What every table mapping provides, and the context a mapping observes rows into.
 
-A mapping knows one pgGit table: which columns it needs, how to read it incrementally (or
-only as gauges), how one row becomes observations, and how to aggregate the existing rows on
-a first start. The read stage and the poller are the same for all of them.
+A mapping knows one pgGit table: which columns it needs, which of the read stage's queries
+feed it (`exporter.read`'s module of the same name: the incremental read spec, the gauge
+query, the first start's query), how one row becomes observations, and how the first start's
+rows are counted. It never sees a connection: the read stage runs every query, in the poll's
+snapshot, and hands rows over. The read stage and the poller are the same for all of them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from functools import partial
 from math import isfinite
 from typing import Any
-
-import psycopg
-from psycopg import sql
 
 from exporter.aggregates import Aggregates, Labels
 from exporter.counts import INVALID, NOT_FINITE, OVERFLOW, Counts
 from exporter.labels import LabelCap
+from exporter.read.spec import Aggregate, BackfillRead, GaugeRead, Incremental, Row
 
 log = logging.getLogger("exporter.map")
 
 Gauges = dict[str, dict[Labels, float]]
-
-
-@dataclass(frozen=True)
-class Incremental:
-    """How to read a table row by row past a read position.
-
-    `select` lists the columns after the id; `final` is a SQL condition for rows that will not
-    change any more (rows updated in place, like a merge still running, wait until it holds);
-    `time` is the column whose newest value measures lag.
-    """
-
-    id_column: str
-    select: str
-    final: str | None = None
-    time: str | None = None
 
 
 class Context:
@@ -96,6 +81,11 @@ class Mapping:
     incremental: Incremental | None = None
     counters: tuple[str, ...] = ()
     aggregate_backfill: bool = False
+    read_gauges: GaugeRead | None = None
+    """The read stage's current-state query whose rows `gauges` maps, if the table has gauges
+    (a `staticmethod` of the function in the table's `exporter.read` module)."""
+    read_backfill: BackfillRead | None = None
+    """The read stage's first-start query whose rows `observe_backfill` counts."""
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
         """One final row (id, final flag, then `incremental.select` columns, then time)."""
@@ -116,10 +106,26 @@ class Mapping:
                     ctx.invalid(self.table, row[0], self.incremental.time, NOT_FINITE, at)
         self.observe_rows(ctx, rows)
 
-    def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
-                 max_id: int) -> None:
-        """Aggregate the final rows with id <= max_id in one query instead of replaying them."""
+    def aggregate(self, ctx: Context) -> Aggregate | None:
+        """How a first start counts the rows that already exist (`aggregate_backfill`), bound
+        to this poll's context for `exporter.read.backfill.start_cursor`; None replays them.
 
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        """Current-state series, rebuilt whole so that vanished label sets disappear."""
+        The read stage's `read_backfill` runs the query and hands its rows to
+        `observe_backfill`. performance_metrics still runs its own queries in a
+        `backfill(ctx, conn, table, max_id)` (the exception tests/test_layout_imports.py names).
+        """
+        if not self.aggregate_backfill:
+            return None
+        read = self.read_backfill
+        if read is None:
+            return partial(self.backfill, ctx)
+        observe = partial(self.observe_backfill, ctx)
+        return lambda conn, table, max_id: read(conn, table, max_id, observe)
+
+    def observe_backfill(self, ctx: Context, rows: Iterable[Row]) -> None:
+        """The rows of `read_backfill`, which stand for the final rows up to the first start."""
+
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
+        """Current-state series from the rows of `read_gauges`, rebuilt whole so that vanished
+        label sets disappear."""
         return {}

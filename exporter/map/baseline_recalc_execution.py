@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read import baseline_recalc_execution as read
+from exporter.read.spec import Row
 
 TOTAL = "pggit_baseline_recalculations_total"
 
@@ -19,18 +18,14 @@ class BaselineRecalcExecution(Mapping):
     collector = "baseline_recalc_execution"
     table = "baseline_recalc_execution"
     needs = frozenset({"execution_id", "operation_type", "status", "start_time", "end_time"})
-    incremental = Incremental(id_column="execution_id", select="operation_type, status",
-                              final="status <> 'RUNNING'", time="coalesce(end_time, start_time)")
+    incremental = read.INCREMENTAL
     counters = (TOTAL,)
+    read_gauges = staticmethod(read.gauge_rows)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
         _, _, op, status, _ = row
         ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op), status))
 
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        rows = conn.execute(sql.SQL(
-            """SELECT operation_type,
-                      extract(epoch FROM max(coalesce(end_time, start_time))::timestamptz)::float8
-               FROM {} WHERE status = 'SUCCESS' GROUP BY 1""").format(table))
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
         return {"pggit_baseline_recalculation_last_success_timestamp_seconds": {
             (ctx.gauge_label("operation_type", op),): at for op, at in rows}}

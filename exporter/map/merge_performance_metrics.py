@@ -1,24 +1,22 @@
 """merge_performance_metrics -> merge phase histograms and merge counters.
 
 A merge row can be written while the merge runs (completed_at NULL) and completed in place
-later, so a row counts only once it is final: completed, or FAILED/ABANDONED, which may never
-get a completion time.
+later, so a row counts only once it is final (`exporter.read.merge_performance_metrics.FINAL`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read import merge_performance_metrics as read
+from exporter.read.spec import Row
 
 HIST = "pggit_merge_duration_seconds"
 MERGES = "pggit_merges_total"
 CONFLICTS = "pggit_merge_conflicts_total"
 AUTO = "pggit_merge_auto_resolutions_total"
-FINAL = "(completed_at IS NOT NULL OR merge_status IN ('FAILED', 'ABANDONED'))"
 PHASES = ("merge_base", "conflict_detection", "auto_resolution", "total")
 
 
@@ -30,16 +28,11 @@ class MergePerformanceMetrics(Mapping):
                        "auto_resolution_us", "auto_resolution_success_count",
                        "auto_resolution_failure_count", "total_merge_us", "merge_status",
                        "started_at", "completed_at"})
-    incremental = Incremental(
-        id_column="merge_metric_id",
-        select="source_branch_id, target_branch_id, merge_status, merge_base_calculation_us, "
-               "conflict_detection_us, auto_resolution_us, total_merge_us, conflict_count, "
-               "auto_resolution_success_count, auto_resolution_failure_count",
-        final=FINAL,
-        time="coalesce(completed_at, started_at)",
-    )
+    incremental = read.INCREMENTAL
     counters = (MERGES, CONFLICTS, AUTO)
     aggregate_backfill = True
+    read_backfill = staticmethod(read.backfill_rows)
+    read_gauges = staticmethod(read.gauge_rows)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
         source, target, status, *phases_us, conflicts, ok, failed = row[2:-1]
@@ -55,18 +48,11 @@ class MergePerformanceMetrics(Mapping):
         if failed:
             ctx.agg.inc(AUTO, ("failure",), failed)
 
-    def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
-                 max_id: int) -> None:
+    def observe_backfill(self, ctx: Context, rows: Iterable[Row]) -> None:
         """Merges are few compared with operations; the replay reuses observe() exactly."""
-        query = sql.SQL("SELECT merge_metric_id, true, {}, 0 FROM {} "
-                        "WHERE merge_metric_id <= %s AND {}").format(
-            sql.SQL(self.incremental.select), table, sql.SQL(FINAL))
-        with conn.cursor(name="pggit_merge_backfill") as cur:
-            cur.execute(query, (max_id,))
-            for row in cur:
-                self.observe(ctx, row)
+        for row in rows:
+            self.observe(ctx, row)
 
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        (running,) = conn.execute(sql.SQL(
-            "SELECT count(*) FROM {} WHERE NOT {}").format(table, sql.SQL(FINAL))).fetchone()
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
+        [(running,)] = rows
         return {"pggit_merges_running": {(): running}}

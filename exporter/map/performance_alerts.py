@@ -7,12 +7,12 @@ current rows and so follow acknowledgements and escalations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read import performance_alerts as read
+from exporter.read.spec import Row
 
 TOTAL = "pggit_alerts_total"
 
@@ -22,31 +22,22 @@ class PerformanceAlerts(Mapping):
     table = "performance_alerts"
     needs = frozenset({"alert_id", "operation_type", "alert_type", "severity",
                        "is_acknowledged", "created_at"})
-    incremental = Incremental(id_column="alert_id",
-                              select="operation_type, alert_type, coalesce(severity, 'WARNING')",
-                              time="created_at")
+    incremental = read.INCREMENTAL
     counters = (TOTAL,)
     aggregate_backfill = True
+    read_backfill = staticmethod(read.backfill_rows)
+    read_gauges = staticmethod(read.gauge_rows)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
         _, _, op, alert_type, severity, _ = row
         ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op), alert_type, severity))
 
-    def backfill(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed,
-                 max_id: int) -> None:
-        rows = conn.execute(sql.SQL(
-            """SELECT operation_type, alert_type, coalesce(severity, 'WARNING'), count(*)
-               FROM {} WHERE alert_id <= %s GROUP BY 1, 2, 3""").format(table), (max_id,))
+    def observe_backfill(self, ctx: Context, rows: Iterable[Row]) -> None:
         for op, alert_type, severity, count in rows:
             ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op, count), alert_type, severity),
                         count)
 
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        rows = conn.execute(sql.SQL(
-            """SELECT operation_type, alert_type, coalesce(severity, 'WARNING'), count(*),
-                      extract(epoch FROM min(created_at::timestamptz)
-                                      FILTER (WHERE isfinite(created_at)))::float8
-               FROM {} WHERE is_acknowledged IS NOT TRUE GROUP BY 1, 2, 3""").format(table))
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
         out: Gauges = {"pggit_alerts_open": {},
                        "pggit_alerts_oldest_open_timestamp_seconds": {}}
         for op, alert_type, severity, count, oldest in rows:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.map.base import Context, Incremental, Mapping
+from exporter.map.base import Context, Mapping
+from exporter.read import performance_anomalies as read
 
 TOTAL = "pggit_anomalies_total"
 
@@ -14,8 +15,7 @@ class PerformanceAnomalies(Mapping):
     table = "performance_anomalies"
     needs = frozenset({"anomaly_id", "operation_type", "anomaly_type", "severity",
                        "detected_at"})
-    incremental = Incremental(id_column="anomaly_id",
-                              select="operation_type, anomaly_type, severity", time="detected_at")
+    incremental = read.INCREMENTAL
     counters = (TOTAL,)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:

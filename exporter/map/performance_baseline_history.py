@@ -5,11 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from exporter.counts import NOT_FINITE
-from exporter.map.base import Context, Gauges, Incremental, Mapping
+from exporter.map.base import Context, Gauges, Mapping
+from exporter.read import performance_baseline_history as read
+from exporter.read.spec import Row
 
 TOTAL = "pggit_baseline_changes_total"
 
@@ -28,9 +27,9 @@ class PerformanceBaselineHistory(Mapping):
     collector = "performance_baseline_history"
     table = "performance_baseline_history"
     needs = frozenset({"history_id", "operation_type", "percent_change", "calculated_at"})
-    incremental = Incremental(id_column="history_id", select="operation_type, percent_change",
-                              time="calculated_at")
+    incremental = read.INCREMENTAL
     counters = (TOTAL,)
+    read_gauges = staticmethod(read.gauge_rows)
 
     def observe(self, ctx: Context, row: tuple[Any, ...]) -> None:
         key, _, op, change, _ = row
@@ -39,10 +38,6 @@ class PerformanceBaselineHistory(Mapping):
             return
         ctx.agg.inc(TOTAL, (ctx.cap("operation_type", op), direction(change)))
 
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        rows = conn.execute(sql.SQL(
-            """SELECT DISTINCT ON (operation_type) operation_type, percent_change
-               FROM {} WHERE percent_change IS NOT NULL
-               ORDER BY operation_type, calculated_at DESC, history_id DESC""").format(table))
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
         return {"pggit_baseline_last_change_ratio": {
             (ctx.gauge_label("operation_type", op),): float(change) / 100 for op, change in rows}}

@@ -12,10 +12,9 @@ from bisect import bisect_right
 from decimal import Decimal
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from exporter.map.base import Context, Gauges, Mapping
+from exporter.read import performance_baselines as read
+from exporter.read.spec import Row
 
 QUANTILES = (("0.5", 5), ("0.75", 6), ("0.9", 7), ("0.95", 8), ("0.99", 9))
 
@@ -66,35 +65,13 @@ class PerformanceBaselines(Mapping):
                        "p90_microseconds", "p95_microseconds", "p99_microseconds",
                        "mean_microseconds", "stddev_microseconds",
                        "alert_threshold_multiplier"})
+    read_gauges = staticmethod(read.gauge_rows)
 
     def __init__(self) -> None:
+        # Refreshed by the read stage each poll (exporter.read.performance_baselines).
         self.history = BaselineHistory()
 
-    def refresh_history(self, conn: psycopg.Connection, table: sql.Composed) -> None:
-        """Reload when rows were added, deleted or committed late (count and id sum change)."""
-        signature = conn.execute(sql.SQL(
-            "SELECT count(*), coalesce(sum(baseline_id), 0) FROM {}").format(table)).fetchone()
-        if signature == self.history.signature:
-            return
-        rows = conn.execute(sql.SQL(
-            "SELECT operation_type, branch_id,"
-            " extract(epoch FROM calculation_timestamp::timestamptz)::float8,"
-            " p99_microseconds, alert_threshold_multiplier FROM {}").format(table)
-        ).fetchall()
-        self.history.load(rows)
-        self.history.signature = signature
-
-    def gauges(self, ctx: Context, conn: psycopg.Connection, table: sql.Composed) -> Gauges:
-        rows = conn.execute(sql.SQL(
-            """SELECT DISTINCT ON (operation_type, branch_id)
-                   operation_type, branch_id,
-                   extract(epoch FROM calculation_timestamp::timestamptz)::float8,
-                   sample_count, alert_threshold_multiplier,
-                   p50_microseconds, p75_microseconds, p90_microseconds, p95_microseconds,
-                   p99_microseconds, mean_microseconds, stddev_microseconds
-               FROM {} WHERE is_active
-               ORDER BY operation_type, branch_id, calculation_timestamp DESC, baseline_id DESC"""
-        ).format(table)).fetchall()
+    def gauges(self, ctx: Context, rows: list[Row]) -> Gauges:
         out: Gauges = {name: {} for name in (
             "pggit_baseline_duration_seconds", "pggit_baseline_threshold_seconds",
             "pggit_baseline_alert_threshold_multiplier", "pggit_baseline_samples",

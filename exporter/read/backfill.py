@@ -21,10 +21,10 @@ import psycopg
 from psycopg import sql
 
 from exporter.db import sibling
-from exporter.map.base import Context, Mapping
 from exporter.read.cursor import Gap, IdCursor
 from exporter.read.holes import find_holes
 from exporter.read.snapshot import Snapshot
+from exporter.read.spec import Aggregate, Incremental
 
 BACKFILL_SETTINGS = {
     # The scans cost enough to trigger JIT compilation with inlining and optimisation, which
@@ -61,38 +61,42 @@ def _set_local(conn: psycopg.Connection, settings: dict[str, str]) -> None:
         for n, v in settings.items())))
 
 
-def _aggregate_and_find_holes(conn: psycopg.Connection, mapping: Mapping, table: sql.Composed,
-                              ctx: Context, id_column: str, lo: int, hi: int
+def _aggregate_and_find_holes(conn: psycopg.Connection, aggregate: Aggregate,
+                              table: sql.Composed, id_column: str, lo: int, hi: int
                               ) -> list[tuple[int, int]]:
-    """The mapping's aggregate on `conn` while a second connection, in the same snapshot,
+    """The table's aggregate on `conn` while a second connection, in the same snapshot,
     looks for the holes: two scans of different kinds (heap and key) at once."""
     with sibling(conn) as other:
         if other is None:
-            mapping.backfill(ctx, conn, table, hi)
+            aggregate(conn, table, hi)
             return find_holes(conn, table, id_column, lo, hi)
         with ThreadPoolExecutor(1) as pool:
             holes = pool.submit(find_holes, other, table, id_column, lo, hi)
-            mapping.backfill(ctx, conn, table, hi)
+            aggregate(conn, table, hi)
             return holes.result()
 
 
-def start_cursor(conn: psycopg.Connection, mapping: Mapping, table: sql.Composed,
-                 ctx: Context, snap: Snapshot, position: str) -> IdCursor:
-    """A cursor for a table seen for the first time; aggregates its rows into `ctx` if asked."""
-    spec = mapping.incremental
-    assert spec is not None
+def start_cursor(conn: psycopg.Connection, spec: Incremental, table: sql.Composed,
+                 snap: Snapshot, position: str, aggregate: Aggregate | None) -> IdCursor:
+    """A cursor for a table seen for the first time.
+
+    With `position` "backfill", `aggregate` (the table's mapping bound to its context, see
+    `exporter.map.base.Mapping.aggregate`) counts the existing rows; a table without one is
+    read from its first id instead.
+    """
     ident = sql.Identifier(spec.id_column)
     lo, hi = conn.execute(sql.SQL("SELECT min({id}), max({id}) FROM {t}").format(
         id=ident, t=table)).fetchone()
-    if hi is None or (position == "backfill" and not mapping.aggregate_backfill):
+    if hi is None or (position == "backfill" and aggregate is None):
         return IdCursor()
     cursor = IdCursor(max_seen=hi)
     if position == "now":
         return cursor
+    assert aggregate is not None
     if lo > 1:
         cursor.gaps.append(Gap(1, lo - 1, snap.horizon, snap.now))
     with local_settings(conn, BACKFILL_SETTINGS):
-        holes = _aggregate_and_find_holes(conn, mapping, table, ctx, spec.id_column, lo, hi)
+        holes = _aggregate_and_find_holes(conn, aggregate, table, spec.id_column, lo, hi)
     cursor.gaps.extend(Gap(a, b, snap.horizon, snap.now) for a, b in holes)
     if spec.final is not None:
         running = conn.execute(sql.SQL("SELECT {id} FROM {t} WHERE {id} <= %s AND NOT {f}").format(

@@ -11,16 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from math import isfinite
 from operator import itemgetter
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from exporter.map.base import Incremental
 from exporter.read.cursor import IdCursor
 from exporter.read.snapshot import Snapshot
+from exporter.read.spec import Incremental, Row
 
-Row = tuple[Any, ...]
 _TIME = itemgetter(-1)
 
 

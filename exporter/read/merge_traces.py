@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.map.base import Incremental
 from exporter.read.cursor import IdCursor
 from exporter.read.incremental import Result, read_table
 from exporter.read.snapshot import Snapshot
+from exporter.read.spec import Incremental
 
 log = logging.getLogger(__name__)
 

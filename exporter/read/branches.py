@@ -1,7 +1,8 @@
-"""branches -> branch names for the `branch` labels.
+"""branches: branch names for the `branch` labels, looked up in the poll's snapshot.
 
 The deployed table has branch_id/branch_name; an older draft had id/name. Which pair exists
-is read from the discovered columns instead of assumed.
+is read from the discovered columns instead of assumed. A mapping gets the lookup as a plain
+id -> name function (`exporter.map.base.Context.branch_name`), never the connection.
 """
 
 from __future__ import annotations
