@@ -37,7 +37,13 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_traces import export_tree, fill, pin, receiver_main  # noqa: E402
+from bench.bench_traces import (  # noqa: E402
+    build_forwarder,
+    export_tree,
+    fill,
+    pin,
+    receiver_main,
+)
 
 SPANS_PER_SECOND = 20
 EXPORTER_ROLE = "bench_exporter"
@@ -112,17 +118,10 @@ def variant_main(tree: str, dsn: str, admin_dsn: str, port: int, state_dir: str,
     """One forwarder (from `tree`) at steady state; per-poll database time from pgss."""
     sys.path.insert(0, tree)
     pin(0)
-    from prometheus_client import CollectorRegistry
-
-    from exporter.config import DEFAULT_BUCKETS, DatabaseConfig, TracesConfig
-    from exporter.db import Database
-    from exporter.expose.self_metrics import SelfMetrics
-    from exporter.labels import LabelCap
-    from exporter.spans import TraceForwarder
+    from exporter.config import TracesConfig
 
     assert Path(sys.modules["exporter"].__file__ or "").is_relative_to(tree)
     cfg = TracesConfig(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", insecure=True)
-    db = Database(DatabaseConfig(name="bench", dsn=dsn, password_env=PASSWORD_ENV))
     admin = psycopg.connect(admin_dsn, autocommit=True)
     ids = admin.execute("SELECT (SELECT oid FROM pg_roles WHERE rolname = %s), "
                         "(SELECT oid FROM pg_database WHERE datname = current_database())",
@@ -133,13 +132,12 @@ def variant_main(tree: str, dsn: str, admin_dsn: str, port: int, state_dir: str,
             "SELECT coalesce(sum(total_exec_time + total_plan_time), 0) FROM "
             "pg_stat_statements WHERE userid = %s AND dbid = %s", ids).fetchone()[0])
 
-    forwarder = TraceForwarder(
-        "bench", db.connect, "pggit", lambda name: name, cfg, Path(state_dir),
-        SelfMetrics(CollectorRegistry()), lambda: None, DEFAULT_BUCKETS, LabelCap(500, 200),
-        "bench", poll_interval=1.0)
+    forwarder = build_forwarder(tree, "bench", dsn, cfg, Path(state_dir),
+                                password_env=PASSWORD_ENV)
+    target = forwarder.poll_target  # what the poll thread calls
     per_poll: list[float] = []
     measuring = threading.Event()
-    poll = forwarder.poll_once
+    poll = target.poll_once
     lock = threading.Lock()
 
     def counted() -> int:
@@ -150,7 +148,7 @@ def variant_main(tree: str, dsn: str, admin_dsn: str, port: int, state_dir: str,
                 per_poll.append(db_ms() - before)
             return result
 
-    forwarder.poll_once = counted  # type: ignore[method-assign]
+    target.poll_once = counted
     forwarder.start()
     time.sleep(warmup)
     with lock:
@@ -161,7 +159,6 @@ def variant_main(tree: str, dsn: str, admin_dsn: str, port: int, state_dir: str,
         measuring.clear()
         total1, cpu1, t1 = db_ms(), time.process_time(), time.perf_counter()
     forwarder.stop(timeout=5)
-    db.close()
     wall = t1 - t0
     per_poll.sort()
     out.put({

@@ -22,6 +22,7 @@ Results go to bench/results/traces.json.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -93,28 +94,51 @@ def fill(dsn: str, n: int) -> None:
         conn.execute("VACUUM ANALYZE pggit.operation_traces")
 
 
+def build_forwarder(tree: str, name: str, dsn: str, cfg: Any, state_dir: Path,
+                    **database_settings: Any) -> Any:
+    """The span pipeline of `tree`, with `poll_once`, `start`, `span_scan`, and
+    `poll_target`: what the poll thread calls (`poll_once`) and what stops it (`stop`).
+
+    Trees from before the one engine have a `TraceForwarder` with its own thread; later ones
+    read spans in the database's poller, built here as the service builds it with only the
+    span collectors on (`tests.otlp_receiver.make_forwarder`).
+    """
+    if (Path(tree) / "exporter/send/forwarder.py").exists():
+        from prometheus_client import CollectorRegistry
+
+        from exporter.config import DEFAULT_BUCKETS, DatabaseConfig
+        from exporter.db import Database
+        from exporter.expose.self_metrics import SelfMetrics
+        from exporter.labels import LabelCap
+
+        old = importlib.import_module("exporter.send.forwarder")
+        database = Database(DatabaseConfig(name=name, dsn=dsn, **database_settings))
+        forwarder = old.TraceForwarder(
+            name, database.connect, "pggit", lambda table: table, cfg, state_dir,
+            SelfMetrics(CollectorRegistry()), lambda: None, DEFAULT_BUCKETS,
+            LabelCap(500, 200), name, poll_interval=1.0)
+        forwarder.poll_target = forwarder
+        return forwarder
+    from tests.otlp_receiver import make_forwarder
+
+    harness = make_forwarder(dsn, state_dir, cfg, database=name, poll_interval=1.0,
+                             **database_settings)
+    object.__setattr__(harness, "poll_target", harness.poller)
+    return harness
+
+
 def forwarder_main(tree: str, dsn: str, port: int, spans: int, batch: int, count: Any,
                    out: Any) -> None:
-    """One end-to-end run of the forwarder in `tree`, in this (fresh, pinned) process."""
+    """One end-to-end run of the span pipeline in `tree`, in this (fresh, pinned) process."""
     sys.path.insert(0, tree)
     pin(0)
-    from prometheus_client import CollectorRegistry
-
-    from exporter.config import DEFAULT_BUCKETS, DatabaseConfig, TracesConfig
-    from exporter.db import Database
-    from exporter.expose.self_metrics import SelfMetrics
-    from exporter.labels import LabelCap
-    from exporter.spans import TraceForwarder
+    from exporter.config import TracesConfig
 
     assert Path(sys.modules["exporter"].__file__ or "").is_relative_to(tree)
     cfg = TracesConfig(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", insecure=True,
                        batch_size=batch)
-    database = Database(DatabaseConfig(name="bench", dsn=dsn))
     with tempfile.TemporaryDirectory() as state:
-        forwarder = TraceForwarder(
-            "bench", database.connect, "pggit", lambda name: name, cfg, Path(state),
-            SelfMetrics(CollectorRegistry()), lambda: None, DEFAULT_BUCKETS,
-            LabelCap(500, 200), "bench", poll_interval=1.0)
+        forwarder = build_forwarder(tree, "bench", dsn, cfg, Path(state))
         rss_before = status_mb("VmRSS")
         first = count.value
         cpu0 = time.process_time()
@@ -125,9 +149,8 @@ def forwarder_main(tree: str, dsn: str, port: int, spans: int, batch: int, count
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu0
         rss_peak = status_mb("VmHWM")
-        forwarder.stop(timeout=5)
+        forwarder.poll_target.stop(timeout=5)  # the poll thread; the pool stays open
         steady = steady_polls(forwarder, dsn)
-    database.close()
     out.put({"seconds": round(elapsed, 2), "spans_per_second": round(spans / elapsed),
              "cpu_seconds": round(cpu, 2), "spans_per_cpu_second": round(spans / cpu),
              "rss_before_mb": round(rss_before, 1), "rss_peak_mb": round(rss_peak, 1),

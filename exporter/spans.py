@@ -434,8 +434,6 @@ class SpanSource:
             else found.missing("operation_traces", SPAN_COLUMNS)}
         if not self.want_merges or MERGES in disabled:
             why[MERGES] = "disabled in the configuration"
-        elif self.sender is None:
-            why[MERGES] = "merges only become spans, and no OTLP endpoint is set"
         else:
             why[MERGES] = found.missing("merge_performance_metrics", MERGE_COLUMNS)
         self.enabled = {c: w is None for c, w in why.items()}

@@ -196,11 +196,13 @@ def traces_config(receiver: Receiver, protocol: str = "grpc", **overrides: Any) 
 
 def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = None,
                    database: str = "main", poll_interval: float = 0.05,
-                   lease: bool = False, metrics: bool = False) -> SpanHarness:
+                   lease: bool = False, metrics: bool = False,
+                   **database_settings: Any) -> SpanHarness:
     """The span source of one database, inside its poller, as the service builds them; the
     metrics collectors are off so that the tests see spans only, and there is no span lease
     unless asked for (a test that simulates kill -9 leaves the old harness's session open).
-    `metrics`: read the metrics tables too, as the service does."""
+    `metrics`: read the metrics tables too, as the service does. `database_settings`: more
+    `databases[]` settings (the benchmarks pass `password_env`)."""
     from prometheus_client import CollectorRegistry
 
     from exporter.config import TABLES, Config, DatabaseConfig
@@ -212,7 +214,7 @@ def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = No
 
     db_cfg = DatabaseConfig(name=database, dsn=dsn, disabled_collectors=[] if metrics else [
         t for t in TABLES if t not in ("operation_traces", "branches")],
-        **({"timezone": timezone} if timezone else {}))
+        **({"timezone": timezone} if timezone else {}), **database_settings)
     config = Config(databases=[db_cfg], state_dir=state_dir, traces=cfg,
                     poll_interval=poll_interval)
     registry = CollectorRegistry()
