@@ -206,7 +206,7 @@ def reference_main(dsn: str, port: int, spans: int, batch: int, count: Any, out:
 
     from exporter.config import TracesConfig
     from exporter.map.operation_traces import to_span
-    from exporter.read.operation_traces import ChangeScan
+    from exporter.read.operation_traces import Bound, ChangeScan
     from exporter.read.snapshot import Snapshot
     from tests.otlp_receiver import make_forwarder
 
@@ -218,7 +218,7 @@ def reference_main(dsn: str, port: int, spans: int, batch: int, count: Any, out:
     scan = ChangeScan()
     with psycopg.connect(dsn) as conn:
         snap = Snapshot.parse(conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
-        scan.begin(snap)
+        scan.begin(snap, Bound(False, None, frozenset()), time.time(), 0.0)  # a backlog pass
         rows = forwarder.spans.changed(conn, scan, snap.xmax, spans)
     sdk_spans = [to_readable(Span.FromString(to_span(r, style)), style.resource, style.scope)
                  for r in rows]
