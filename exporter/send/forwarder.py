@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
@@ -72,7 +71,8 @@ from exporter.read.operation_traces import (
     read_bound,
 )
 from exporter.send.envelope import Envelope
-from exporter.send.lease import SpanLease, digest
+from exporter.send.handover import Handover
+from exporter.send.lease import SpanLease
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,13 @@ class TraceForwarder:
         self.sender: Sender | None = None
         # The span lease (see `exporter.send.lease`): only a sender needs it. While another
         # exporter holds it, spans this one would send wait as candidates, by key digest,
-        # until the holder announces them sent or this exporter takes the lease over.
+        # until the holder announces them sent or this exporter takes the lease over
+        # (`self.handover`, checkpointed, restored by `_load`).
         self.lease: SpanLease | None = None
-        self.candidates: OrderedDict[str, Group] = OrderedDict()
-        self.announced: OrderedDict[str, None] = OrderedDict()
-        self._lease_lock = threading.Lock()
+        self._unguarded_logged = False
         if send and lease_session is not None:
             self.lease = SpanLease(database, lease_session, schema, tables(SPANS),
-                                   self._announced)
+                                   self._announced, history=cfg.queue_size)
         if send:
             self.sender = Sender(exporter if exporter is not None
                                  else build_exporter(
@@ -204,6 +203,7 @@ class TraceForwarder:
                 self._counter(result)
             self._counter("dropped").inc(self.counts.get("dropped", 0))
         if self.lease is not None:
+            self._counter("unguarded").inc(self.counts.get("unguarded", 0))
             self._lease_gauge(False)
 
     # -- state --------------------------------------------------------------------------------
@@ -229,6 +229,7 @@ class TraceForwarder:
         self.running: dict[str, list[Any]] = dict(data.get("running", {}))
         self.timed_out: dict[str, list[Any]] = dict(data.get("timed_out", {}))
         self.unsent: list[str] = list(data.get("unsent", []))
+        self.handover = Handover.from_json(data.get("handover"), self.cfg.queue_size)
         self.late_ends = int(data.get("late_ends", 0))
         self.counts: dict[str, int] = {k: int(v) for k, v in data.get("counts", {}).items()}
         bounds = {HISTOGRAM: tuple(self._buckets())}
@@ -258,6 +259,7 @@ class TraceForwarder:
                 "running": self.running,
                 "timed_out": self.timed_out,
                 "unsent": self.queue.keys(),
+                "handover": self.handover.to_json(),
                 "late_ends": self.late_ends,
                 "counts": dict(self.counts),
                 "aggregates": self.agg.to_json(),
@@ -327,28 +329,23 @@ class TraceForwarder:
             database=self.database).set(1 if held else 0)
 
     def _keep(self, groups: list[Group]) -> None:
-        """A standby's spans to send: kept unless the holder already announced them sent.
-        At most a queue's worth is kept (the oldest go first)."""
-        with self._lease_lock:
-            for group in groups:
-                d = digest(group.key)
-                if d in self.announced:
-                    del self.announced[d]
-                    continue
-                self.candidates[d] = group
-                self.candidates.move_to_end(d)
-            while len(self.candidates) > self.cfg.queue_size:
-                self.candidates.popitem(last=False)
+        """A standby's spans to send, kept until the holder announces them (see
+        `exporter.send.handover`). Spans cut by its bound are counted where announcements
+        work; on a hot standby nothing is announced and candidates rotate by design."""
+        cut = self.handover.keep(groups)
+        if cut and self.lease is not None and self.lease.announcing:
+            with self._lock:
+                self.counts["unguarded"] = self.counts.get("unguarded", 0) + cut
+            self._counter("unguarded").inc(cut)
+            if not self._unguarded_logged:
+                self._unguarded_logged = True
+                log.warning("span lease standby: more than queue_size spans not yet announced "
+                            "by the holder; the oldest are counted as unguarded and would be "
+                            "lost if the holder died before sending them",
+                            extra={"database": self.database, "spans": cut})
 
     def _announced(self, digests: list[str]) -> None:
-        """The holder sent these: forget them, or remember them for when they are read."""
-        with self._lease_lock:
-            for d in digests:
-                if self.candidates.pop(d, None) is None:
-                    self.announced[d] = None
-                    self.announced.move_to_end(d)
-            while len(self.announced) > 4 * self.cfg.queue_size:
-                self.announced.popitem(last=False)
+        self.handover.heard(digests)
 
     def _lease_step(self) -> None:
         """Once a poll, before reading: keep, take or lose the lease."""
@@ -356,15 +353,23 @@ class TraceForwarder:
         was = self.lease.held
         held = self.lease.refresh()
         if held and not was:
-            with self._lease_lock:
-                groups = list(self.candidates.values())
-                self.candidates.clear()
+            taken = self.handover.take()
+            groups = [g for g in taken if isinstance(g, Group)]
+            # Candidates restored from the checkpoint: re-read by key in this poll, like
+            # `unsent` (same ids).
+            self.unsent = [k for k in taken if isinstance(k, str)] + self.unsent
             dropped = sum(0 if self.queue.offer(g) else g.size for g in groups)
             if dropped:
                 with self._lock:
                     self._dropped(dropped)
-            log.info("span lease acquired: this exporter sends the spans", extra={
-                "database": self.database, "handed_over": len(groups) - dropped})
+            if self.lease.announcing:
+                log.info("span lease acquired: this exporter sends the spans", extra={
+                    "database": self.database, "handed_over": len(taken) - dropped})
+            else:
+                log.warning("span lease acquired without hand-over (no announcements on "
+                            "this server): every span held is sent, up to a queue of them "
+                            "may repeat", extra={"database": self.database,
+                                                 "handed_over": len(taken) - dropped})
             self._lease_gauge(True)
             self._depth()
         elif was and not held:
@@ -589,9 +594,11 @@ class TraceForwarder:
         """Queue groups; returns the spans that did not fit (dropped, counted by the caller)."""
         if self.sender is None:
             return 0
-        if self.lease is not None and not self.lease.held:
-            self._keep(groups)
-            return 0
+        if self.lease is not None:
+            if not self.lease.held:
+                self._keep(groups)
+                return 0
+            groups = self.handover.unannounced(groups)
         if not healthy:
             # The queue fills while the endpoint is down: hold spans encoded (smaller than
             # rows), and encode here, before the sender can see the group.

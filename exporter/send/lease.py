@@ -17,6 +17,13 @@ be released: a standby that gets the lock has every announcement queued, reads t
 its remaining candidates. What can repeat is the batch the holder had sent but not yet announced
 when it died (at most `traces.batch_size` spans, with the same ids); nothing is lost as long as
 the standby's candidates fit in its queue.
+
+Catching up: NOTIFY reaches only sessions listening at the time, so a standby that restarts
+(its candidates come back from its checkpoint, see `exporter.send.handover`) or reconnects
+misses what was announced meanwhile. Whenever a standby starts listening it sends `sync` on
+the channel, and the holder repeats its last `history` announced digests (the queue size)
+at its next poll. A takeover before that answer arrives, or of a candidate the holder sent
+more than `history` spans before the answer, may repeat such a restored candidate.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 
 import psycopg
@@ -33,6 +42,10 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_LIMIT = 7900
 """Bytes per NOTIFY payload (PostgreSQL's limit is 8000)."""
+SYNC = "sync"
+"""A standby's request to repeat recent announcements (not hex, so never a digest)."""
+HISTORY = 100_000
+"""Announced digests a holder remembers for a `sync` when the forwarder gives no size."""
 
 
 def digest(key: str) -> str:
@@ -60,7 +73,8 @@ class SpanLease:
     """
 
     def __init__(self, database: str, open_session: Callable[[], psycopg.Connection],
-                 schema: str, table: str, on_announced: Callable[[list[str]], None]):
+                 schema: str, table: str, on_announced: Callable[[list[str]], None],
+                 history: int = HISTORY):
         self.database = database
         self.open_session = open_session
         self.key = lock_key(schema, table)
@@ -70,9 +84,18 @@ class SpanLease:
         self.announcing = True
         self.conn: psycopg.Connection | None = None
         self._pid = 0
+        self._history: deque[str] = deque(maxlen=history)
+        self._history_lock = threading.Lock()
+        self._sync_asked = False
 
     def _heard(self, notify: psycopg.Notify) -> None:
-        if notify.channel == self.channel and notify.pid != self._pid and notify.payload:
+        """Runs inside whichever call on the connection received it: only note a `sync`,
+        the connection is busy until the handler returns."""
+        if notify.channel != self.channel or notify.pid == self._pid or not notify.payload:
+            return
+        if notify.payload == SYNC:
+            self._sync_asked = True
+        else:
             self.on_announced(notify.payload.split(" "))
 
     def _open(self) -> psycopg.Connection:
@@ -87,13 +110,20 @@ class SpanLease:
         conn.add_notify_handler(self._heard)
         try:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-            self.announcing = True
         except psycopg.Error as exc:
             if self.announcing:
                 log.warning("%s: span lease without hand-over (LISTEN refused: %s); a "
-                            "takeover may send again what the last holder sent",
-                            self.database, exc)
+                            "takeover may send again up to a queue of spans the last holder "
+                            "sent", self.database, exc)
             self.announcing = False
+            return conn
+        self.announcing = True
+        try:
+            # Announcements made before LISTEN did not reach this session: ask for them.
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, SYNC))
+        except psycopg.Error as exc:
+            log.warning("%s: could not ask the span lease holder for its recent "
+                        "announcements: %s", self.database, exc)
         return conn
 
     def refresh(self) -> bool:
@@ -107,6 +137,9 @@ class SpanLease:
                 self.conn = self._open()
             if self.held:
                 self.conn.execute("SELECT 1")
+                if self._sync_asked:
+                    self._sync_asked = False
+                    self._repeat(self.conn)
             else:
                 got = self.conn.execute("SELECT pg_try_advisory_lock(%s)",
                                         (self.key,)).fetchone()
@@ -127,21 +160,31 @@ class SpanLease:
         conn = self.conn
         if conn is None or not self.held or not self.announcing:
             return
-        payloads: list[str] = []
-        current: list[str] = []
-        for key in keys:
-            if (len(current) + 1) * 17 > PAYLOAD_LIMIT:
-                payloads.append(" ".join(current))
-                current = []
-            current.append(digest(key))
-        if current:
-            payloads.append(" ".join(current))
+        digests = [digest(k) for k in keys]
+        with self._history_lock:
+            self._history.extend(digests)
         try:
-            for payload in payloads:
-                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+            self._notify(conn, digests)
         except psycopg.Error as exc:
             log.warning("%s: could not announce sent spans to a standby: %s",
                         self.database, exc)
+
+    def _repeat(self, conn: psycopg.Connection) -> None:
+        """Answer a standby's `sync`: the recent announcements, again."""
+        with self._history_lock:
+            recent = list(self._history)
+        try:
+            self._notify(conn, recent)
+        except psycopg.Error as exc:
+            log.warning("%s: could not repeat announcements for a standby: %s",
+                        self.database, exc)
+
+    def _notify(self, conn: psycopg.Connection, digests: list[str]) -> None:
+        """Digests in as few NOTIFYs as fit the payload limit."""
+        per = PAYLOAD_LIMIT // 17
+        for i in range(0, len(digests), per):
+            conn.execute("SELECT pg_notify(%s, %s)",
+                         (self.channel, " ".join(digests[i:i + per])))
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
