@@ -325,8 +325,10 @@ class TraceForwarder:
             self.lease.announce(g.key for g in groups)
 
     def _lease_gauge(self, held: bool) -> None:
+        """Shown at once: the poll that follows a takeover may take a while (resends)."""
         self.self_metrics["pggit_exporter_span_lease_held"].labels(
             database=self.database).set(1 if held else 0)
+        self.on_change()
 
     def _keep(self, groups: list[Group]) -> None:
         """A standby's spans to send, kept until the holder announces them (see
