@@ -203,8 +203,9 @@ _METRICS: tuple[Metric, ...] = (
     Metric("pggit_exporter_spans_total", "counter",
            "Spans handled by the trace forwarder, by result: exported; dropped (no room in "
            "the queue, or given up); timed_out (sent while still running); unguarded (a span "
-           "lease standby held more than queue_size spans the holder had not announced, and "
-           "let the oldest go: they are lost if the holder dies before sending them).",
+           "lease standby held more than half of queue_size spans the holder had not "
+           "announced, and let the oldest go: they are lost if the holder dies before sending "
+           "them).",
            ("result",), "exporter"),
     Metric("pggit_exporter_span_queue_depth", "gauge",
            "Spans waiting to be sent to the OTLP endpoint.", (), "exporter"),

@@ -7,7 +7,7 @@ import json
 
 import psycopg
 
-from exporter.send.handover import Handover
+from exporter.send.handover import Handover, limit_for
 from exporter.send.lease import SpanLease, digest
 from exporter.send.otlp import Group
 
@@ -51,6 +51,8 @@ def test_the_bound_cuts_the_oldest_and_counts_their_spans() -> None:
     assert h.keep([group("s:1"), group("m:2", 4), group("s:3")]) == 0
     assert h.keep([group("s:4"), group("s:5")]) == 5  # s:1 (1 span) and m:2 (4 spans)
     assert keys(h.take()) == ["s:3", "s:4", "s:5"]
+    # A forwarder keeps half its queue: a takeover leaves room for what it reads next.
+    assert (limit_for(100_000), limit_for(1)) == (50_000, 1)
 
 
 def test_announced_digests_are_bounded_oldest_first() -> None:

@@ -71,7 +71,7 @@ from exporter.read.operation_traces import (
     read_bound,
 )
 from exporter.send.envelope import Envelope
-from exporter.send.handover import Handover
+from exporter.send.handover import Handover, limit_for
 from exporter.send.lease import SpanLease
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
 
@@ -229,7 +229,8 @@ class TraceForwarder:
         self.running: dict[str, list[Any]] = dict(data.get("running", {}))
         self.timed_out: dict[str, list[Any]] = dict(data.get("timed_out", {}))
         self.unsent: list[str] = list(data.get("unsent", []))
-        self.handover = Handover.from_json(data.get("handover"), self.cfg.queue_size)
+        self.handover = Handover.from_json(data.get("handover"),
+                                           limit_for(self.cfg.queue_size))
         self.late_ends = int(data.get("late_ends", 0))
         self.counts: dict[str, int] = {k: int(v) for k, v in data.get("counts", {}).items()}
         bounds = {HISTOGRAM: tuple(self._buckets())}
@@ -341,9 +342,9 @@ class TraceForwarder:
             self._counter("unguarded").inc(cut)
             if not self._unguarded_logged:
                 self._unguarded_logged = True
-                log.warning("span lease standby: more than queue_size spans not yet announced "
-                            "by the holder; the oldest are counted as unguarded and would be "
-                            "lost if the holder died before sending them",
+                log.warning("span lease standby: more than half a queue of spans not yet "
+                            "announced by the holder; the oldest are counted as unguarded and "
+                            "would be lost if the holder died before sending them",
                             extra={"database": self.database, "spans": cut})
 
     def _announced(self, digests: list[str]) -> None:

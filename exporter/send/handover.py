@@ -14,8 +14,8 @@ it re-reads `unsent` (same ids). Announcements made while the standby was down a
 for it: `exporter.send.lease` has the holder repeat its recent ones when a standby (re)starts
 listening.
 
-Bounds: at most `limit` candidates (the queue size: a takeover must fit them into the queue)
-and `4 * limit` announced digests. Candidates beyond the bound are cut oldest first and
+Bounds: at most `limit` candidates (half the queue, see `limit_for`) and `4 * limit`
+announced digests. Candidates beyond the bound are cut oldest first and
 returned by `keep()`, so the caller counts them: they are no longer guarded against the
 holder's death.
 """
@@ -33,6 +33,14 @@ from exporter.send.otlp import Group
 ANNOUNCED_FACTOR = 4
 """Announced digests kept per candidate slot: the holder may announce spans well before a
 standby that polls later reads them."""
+
+
+def limit_for(queue_size: int) -> int:
+    """Half the queue: a takeover queues every candidate and then, in the same poll, what it
+    reads, including the ends of running spans, which are not held back in the table; with a
+    queue already full of candidates those would be dropped."""
+    return max(1, queue_size // 2)
+
 
 Candidate = Group | str
 """A span read by this process (its group), or one restored from the checkpoint (its key)."""
