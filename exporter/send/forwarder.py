@@ -8,8 +8,8 @@ READ READ ONLY transaction (see `exporter.read.operation_traces` for the exactly
 feed of spans, `exporter.read.merge_traces` for merges). After each poll (at most once a
 second while a backlog is read page after page, see `SAVE_INTERVAL`) the state file
 `<state_dir>/<database>.traces.json` is written atomically with: the change-feed positions,
-the spans seen RUNNING or timed out, the span-duration histograms, and the keys of spans still
-in the send queue.
+the spans seen RUNNING or timed out, the span-duration histograms, the keys of spans still
+in the send queue, and a lease standby's hand-over state (`exporter.send.handover`).
 
 What "sent" means: a span is *handed over* when its row version is consumed by a poll; the
 checkpoint written after that poll still lists it as unsent until the OTLP endpoint accepted
