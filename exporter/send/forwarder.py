@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,7 @@ class TraceForwarder:
         self.merges: MergeReader | None = None
         self.enabled: dict[str, bool] | None = None
         self.mode: str | None = None
+        self.recovery = False
         self.style = SpanStyle(
             resource=Resource.create({
                 **(resource_attributes or {}),  # the database's static labels
@@ -408,6 +410,11 @@ class TraceForwarder:
         if privileged:
             log.info("spans read through a start_time window bounded by pg_stat_activity",
                      extra={"database": self.database, "mode": mode})
+        elif self.recovery:
+            log.warning(
+                "a hot standby does not see the primary's transactions: spans are read "
+                "exactly by a full table scan at most every %.0fs, recent spans in between",
+                self.full_pass_interval, extra={"database": self.database, "mode": mode})
         else:
             log.warning(
                 "this role cannot see other sessions' transactions: spans are read exactly "
@@ -421,6 +428,9 @@ class TraceForwarder:
             return "not read yet"
         if self.mode == MODE_PRIVILEGED:
             return f"{self.mode} (cost follows the changes)"
+        if self.recovery:
+            return (f"{self.mode} (a full scan at most every {self.full_pass_interval:.0f}s: "
+                    "a hot standby does not see the primary's transactions)")
         return (f"{self.mode} (a full scan at most every {self.full_pass_interval:.0f}s; "
                 f"{PRIVILEGE_HINT} makes polls cheaper)")
 
@@ -676,14 +686,19 @@ class TraceForwarder:
             assert self.enabled is not None
             spans_on = self.enabled[SPANS]
             bound = read_bound(conn) if spans_on else None
-            if bound is not None:
-                self._set_mode(bound.privileged)
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                snap_text, now_us = conn.execute(
+                snap_text, now_us, self.recovery = conn.execute(
                     "SELECT pg_current_snapshot()::text, "
-                    "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
-                ).fetchone()  # type: ignore[misc]
+                    "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint, "
+                    "pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+                if bound is not None:
+                    # On a hot standby pg_stat_activity lists the standby's sessions, not the
+                    # primary's transactions whose rows are still to come: a start-time
+                    # window bounded by it would miss their spans. Full scans are exact.
+                    if self.recovery and bound.privileged:
+                        bound = replace(bound, privileged=False, oldest=None)
+                    self._set_mode(bound.privileged)
                 current = Snapshot.parse(snap_text)
                 if self.unsent:
                     # Queued first, before newer spans, as they were read first.
