@@ -155,10 +155,11 @@ def traces_config(receiver: Receiver, protocol: str = "grpc", **overrides: Any) 
 
 
 def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = None,
-                   database: str = "main", connect: Any = None) -> Any:
+                   database: str = "main", connect: Any = None, lease: bool = False) -> Any:
     """A forwarder as the service builds it; `connect` defaults to a new connection per poll.
 
-    (The service passes its pool's `connect`; so does the benchmark.)
+    (The service passes its pool's `connect`; so does the benchmark.) With `lease`, it takes
+    part in the span lease on a connection of its own, as the service's forwarders do.
     """
     from contextlib import contextmanager
 
@@ -183,7 +184,8 @@ def make_forwarder(dsn: str, state_dir: Any, cfg: Any, timezone: str | None = No
     forwarder = TraceForwarder(
         database, connect or connect_once, "pggit", lambda name: name, cfg, state_dir,
         SelfMetrics(registry),
-        lambda: None, DEFAULT_BUCKETS, LabelCap(500, 200), database, poll_interval=0.05)
+        lambda: None, DEFAULT_BUCKETS, LabelCap(500, 200), database, poll_interval=0.05,
+        lease_session=(lambda: psycopg.connect(dsn, autocommit=True)) if lease else None)
     forwarder.registry = registry
     return forwarder
 

@@ -4,12 +4,18 @@ answer to a standby that (re)starts listening (`exporter.send.lease`, real Postg
 from __future__ import annotations
 
 import json
+import logging
+import uuid
+from pathlib import Path
 
 import psycopg
+import pytest
 
 from exporter.send.handover import Handover, limit_for
 from exporter.send.lease import SpanLease, digest
 from exporter.send.otlp import Group
+from tests.otlp_receiver import Receiver, make_forwarder, spans_total, traces_config
+from tests.test_traces_trees import drain, end_span, start_span
 
 
 def group(key: str, spans: int = 1) -> Group:
@@ -127,3 +133,94 @@ def test_a_standby_that_starts_listening_late_hears_the_holders_recent_announcem
     finally:
         holder.close()
         standby.close()
+
+
+# -- in a forwarder: checkpoint, restore, count (real PostgreSQL and OTLP receiver) ----------
+
+def write_spans(dsn: str, n: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for span_id in ids:
+            start_span(conn, span_id, None)
+            end_span(conn, span_id)
+    return ids
+
+
+def copies(receiver: Receiver) -> dict[str, int]:
+    return {k: len(v) for k, v in receiver.by_pggit_span_id().items()}
+
+
+def test_a_standby_counts_candidates_beyond_its_bound_and_hands_over_the_rest_after_restart(
+        pggit_dsn: str, receiver: Receiver, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The holder sends nothing (it is not polled); the standby holds half its queue (2),
+    counts the 3 it let go, checkpoints the 2, and after a restart sends exactly those, by
+    key, once it holds the lease."""
+    holder = make_forwarder(pggit_dsn, tmp_path / "h", traces_config(receiver), lease=True)
+    standby_state = tmp_path / "s"
+    cfg = traces_config(receiver, queue_size=4)
+    standby = make_forwarder(pggit_dsn, standby_state, cfg, lease=True)
+    restarted = None
+    try:
+        holder.poll_once()
+        assert holder.lease.held
+        ids = write_spans(pggit_dsn, 5)
+        with caplog.at_level(logging.WARNING):
+            drain(standby)
+            drain(standby)
+        assert not standby.lease.held
+        assert spans_total(standby, "unguarded") == 3
+        assert sum("counted as unguarded" in r.getMessage() for r in caplog.records) == 1
+        standby.stop()
+        saved = json.loads((standby_state / "main.traces.json").read_text())
+        kept = [k.removeprefix("s:") for k in saved["handover"]["candidates"]]
+        assert len(kept) == 2 and set(kept) <= set(ids)
+        assert saved["counts"]["unguarded"] == 3
+
+        restarted = make_forwarder(pggit_dsn, standby_state, cfg, lease=True)
+        assert spans_total(restarted, "unguarded") == 3  # the count survives the restart
+        holder.lease.close()  # the holder's session ends: the lease is free
+        drain(restarted)
+        assert restarted.lease.held
+        assert copies(receiver) == dict.fromkeys(kept, 1)
+    finally:
+        for f in (holder, restarted):
+            if f is not None:
+                f.stop()
+
+
+def test_what_the_holder_sent_while_the_standby_was_down_is_not_sent_again(
+        pggit_dsn: str, receiver: Receiver, tmp_path: Path) -> None:
+    """NOTIFY reaches only listeners: the restarted standby asks (`sync`), the holder repeats
+    its announcements, the restored candidates go, and a takeover repeats nothing."""
+    holder = make_forwarder(pggit_dsn, tmp_path / "h", traces_config(receiver), lease=True)
+    standby_state = tmp_path / "s"
+    standby = make_forwarder(pggit_dsn, standby_state, traces_config(receiver), lease=True)
+    restarted = None
+    try:
+        holder.poll_once()
+        first = write_spans(pggit_dsn, 4)
+        drain(standby)  # read first: all four are candidates
+        standby.stop()
+        assert len(json.loads((standby_state / "main.traces.json").read_text())
+                   ["handover"]["candidates"]) == 4
+        drain(holder)  # sends and announces them, nobody listening
+        assert copies(receiver) == dict.fromkeys(first, 1)
+
+        restarted = make_forwarder(pggit_dsn, standby_state, traces_config(receiver),
+                                   lease=True)
+        assert len(restarted.handover) == 4
+        restarted.poll_once()  # LISTEN, `sync`
+        holder.poll_once()  # repeats its announcements
+        restarted.poll_once()  # hears them
+        assert len(restarted.handover) == 0
+        later = write_spans(pggit_dsn, 3)
+        drain(restarted)
+        holder.lease.close()
+        drain(restarted)
+        assert restarted.lease.held
+        assert copies(receiver) == dict.fromkeys(first + later, 1)
+    finally:
+        for f in (holder, restarted):
+            if f is not None:
+                f.stop()
