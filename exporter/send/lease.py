@@ -16,7 +16,7 @@ on the connection that holds the lock, so every announcement is committed before
 be released: a standby that gets the lock has every announcement queued, reads them, then sends
 its remaining candidates. What can repeat is the batch the holder had sent but not yet announced
 when it died (at most `traces.batch_size` spans, with the same ids); nothing is lost as long as
-the standby's candidates fit in its queue.
+the standby's candidates fit in half its queue (`exporter.send.handover.limit_for`).
 
 Catching up: NOTIFY reaches only sessions listening at the time, so a standby that restarts
 (its candidates come back from its checkpoint, see `exporter.send.handover`) or reconnects
@@ -103,7 +103,7 @@ class SpanLease:
 
         A server in recovery (a hot standby) refuses LISTEN and NOTIFY but not advisory
         locks: the lease still decides who sends, and a takeover then sends every candidate,
-        which may repeat up to a queue of spans. One warning says so.
+        which may repeat up to half a queue of spans. One warning says so.
         """
         conn = self.open_session()
         self._pid = conn.info.backend_pid
@@ -113,8 +113,8 @@ class SpanLease:
         except psycopg.Error as exc:
             if self.announcing:
                 log.warning("%s: span lease without hand-over (LISTEN refused: %s); a "
-                            "takeover may send again up to a queue of spans the last holder "
-                            "sent", self.database, exc)
+                            "takeover may send again up to half a queue of spans the last "
+                            "holder sent", self.database, exc)
             self.announcing = False
             return conn
         self.announcing = True
