@@ -372,9 +372,10 @@ class TraceForwarder:
                     "database": self.database, "handed_over": len(taken) - dropped})
             else:
                 log.warning("span lease acquired without hand-over (no announcements on "
-                            "this server): every span held is sent, up to half a queue of "
-                            "them may repeat", extra={"database": self.database,
-                                                      "handed_over": len(taken) - dropped})
+                            "this server): every span held is sent, so up to half a queue "
+                            "of them, and what the last holder had read ahead, may repeat",
+                            extra={"database": self.database,
+                                   "handed_over": len(taken) - dropped})
             self._lease_gauge(True)
             self._depth()
         elif was and not held:

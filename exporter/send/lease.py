@@ -102,8 +102,9 @@ class SpanLease:
         """The lock connection, listening for announcements where the server allows it.
 
         A server in recovery (a hot standby) refuses LISTEN and NOTIFY but not advisory
-        locks: the lease still decides who sends, and a takeover then sends every candidate,
-        which may repeat up to half a queue of spans. One warning says so.
+        locks: the lease still decides who sends, and a takeover then sends every candidate
+        (up to half a queue), and then what the last holder had sent before this process
+        read it: those repeat. One warning says so.
         """
         conn = self.open_session()
         self._pid = conn.info.backend_pid
@@ -113,8 +114,9 @@ class SpanLease:
         except psycopg.Error as exc:
             if self.announcing:
                 log.warning("%s: span lease without hand-over (LISTEN refused: %s); a "
-                            "takeover may send again up to half a queue of spans the last "
-                            "holder sent", self.database, exc)
+                            "takeover may send again what the last holder sent: up to half a "
+                            "queue of spans, plus how far it had read ahead", self.database,
+                            exc)
             self.announcing = False
             return conn
         self.announcing = True
