@@ -21,9 +21,10 @@ the standby's candidates fit in half its queue (`exporter.send.handover.limit_fo
 Catching up: NOTIFY reaches only sessions listening at the time, so a standby that restarts
 (its candidates come back from its checkpoint, see `exporter.send.handover`) or reconnects
 misses what was announced meanwhile. Whenever a standby starts listening it sends `sync` on
-the channel, and the holder repeats its last `history` announced digests (the queue size)
-at its next poll. A takeover before that answer arrives, or of a candidate the holder sent
-more than `history` spans before the answer, may repeat such a restored candidate.
+the channel, and the holder repeats its last `history` announced digests (the queue size;
+whole announcements, so somewhat fewer) at its next poll. A takeover before that answer
+arrives, or of a candidate the holder sent more than `history` spans before the answer, may
+repeat such a restored candidate.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ class SpanLease:
         self.announcing = True
         self.conn: psycopg.Connection | None = None
         self._pid = 0
-        self._history: deque[str] = deque(maxlen=history)
+        # Recent announcements as sent: (digests, payload). Payload strings cost 17 bytes a
+        # span, a third of a deque of digest strings.
+        self._history: deque[tuple[int, str]] = deque()
+        self._history_spans = 0
+        self._history_limit = history
         self._history_lock = threading.Lock()
         self._sync_asked = False
 
@@ -162,31 +167,40 @@ class SpanLease:
         conn = self.conn
         if conn is None or not self.held or not self.announcing:
             return
-        digests = [digest(k) for k in keys]
+        payloads = self._payloads([digest(k) for k in keys])
         with self._history_lock:
-            self._history.extend(digests)
+            for n, payload in payloads:
+                self._history.append((n, payload))
+                self._history_spans += n
+            while self._history_spans > self._history_limit:
+                self._history_spans -= self._history.popleft()[0]
         try:
-            self._notify(conn, digests)
+            self._notify(conn, [p for _, p in payloads])
         except psycopg.Error as exc:
             log.warning("%s: could not announce sent spans to a standby: %s",
                         self.database, exc)
 
     def _repeat(self, conn: psycopg.Connection) -> None:
-        """Answer a standby's `sync`: the recent announcements, again."""
+        """Answer a standby's `sync`: the recent announcements again, repacked into full
+        payloads (a batch of 20 spans was announced in a payload of its own)."""
         with self._history_lock:
-            recent = list(self._history)
+            recent = " ".join(p for _, p in self._history).split(" ")
         try:
-            self._notify(conn, recent)
+            self._notify(conn, [p for _, p in self._payloads(recent) if p])
         except psycopg.Error as exc:
             log.warning("%s: could not repeat announcements for a standby: %s",
                         self.database, exc)
 
-    def _notify(self, conn: psycopg.Connection, digests: list[str]) -> None:
-        """Digests in as few NOTIFYs as fit the payload limit."""
+    @staticmethod
+    def _payloads(digests: list[str]) -> list[tuple[int, str]]:
+        """Digests in as few NOTIFY payloads as fit the limit, with their counts."""
         per = PAYLOAD_LIMIT // 17
-        for i in range(0, len(digests), per):
-            conn.execute("SELECT pg_notify(%s, %s)",
-                         (self.channel, " ".join(digests[i:i + per])))
+        return [(len(digests[i:i + per]), " ".join(digests[i:i + per]))
+                for i in range(0, len(digests), per)]
+
+    def _notify(self, conn: psycopg.Connection, payloads: list[str]) -> None:
+        for payload in payloads:
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
