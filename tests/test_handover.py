@@ -224,3 +224,19 @@ def test_what_the_holder_sent_while_the_standby_was_down_is_not_sent_again(
         for f in (holder, restarted):
             if f is not None:
                 f.stop()
+
+
+def test_candidates_taken_over_but_not_yet_re_read_stay_in_the_checkpoint(
+        pggit_dsn: str, receiver: Receiver, tmp_path: Path) -> None:
+    """Between the takeover and the poll's re-read by key, restored candidates are only in
+    `unsent`: a checkpoint written then (a stop) must keep them."""
+    (tmp_path / "main.traces.json").write_text(json.dumps({
+        "version": 2, "unsent": ["s:before"],
+        "handover": {"candidates": ["s:restored"], "announced": []}}))
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver), lease=True)
+    forwarder._lease_step()  # the lease is free: taken over, nothing re-read yet
+    assert forwarder.lease.held
+    forwarder.stop()
+    saved = json.loads((tmp_path / "main.traces.json").read_text())
+    assert saved["unsent"] == ["s:restored", "s:before"]
+    assert saved["handover"]["candidates"] == []

@@ -261,7 +261,8 @@ class TraceForwarder:
                            else None),
                 "running": self.running,
                 "timed_out": self.timed_out,
-                "unsent": self.queue.keys(),
+                # `unsent` holds keys only between a start or takeover and their re-read.
+                "unsent": self.unsent + self.queue.keys(),
                 "handover": self.handover.to_json(),
                 "late_ends": self.late_ends,
                 "counts": dict(self.counts),
