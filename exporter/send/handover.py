@@ -15,9 +15,8 @@ for it: `exporter.send.lease` has the holder repeat its recent ones when a stand
 listening.
 
 Bounds: at most `limit` candidates (half the queue, see `limit_for`) and `4 * limit`
-announced digests. Candidates beyond the bound are cut oldest first and
-returned by `keep()`, so the caller counts them: they are no longer guarded against the
-holder's death.
+announced digests. Candidates beyond the bound are cut oldest first and returned by `keep()`,
+so the caller counts them: they are no longer guarded against the holder's death.
 """
 
 from __future__ import annotations
