@@ -201,7 +201,12 @@ _METRICS: tuple[Metric, ...] = (
     Metric("pggit_exporter_last_poll_success_timestamp_seconds", "gauge",
            "When a poll of the database last succeeded (Unix time).", (), "exporter"),
     Metric("pggit_exporter_spans_total", "counter",
-           "Spans handed to the OTLP sender, by result.", ("result",), "exporter"),
+           "Spans handed to the OTLP sender, by result: exported; dropped (no room in "
+           "the queue, or given up); timed_out (sent while still running); unguarded (a span "
+           "lease standby held more than half of queue_size spans the holder had not "
+           "announced, and let the oldest go: they are lost if the holder dies before sending "
+           "them).",
+           ("result",), "exporter"),
     Metric("pggit_exporter_span_queue_depth", "gauge",
            "Spans waiting to be sent to the OTLP endpoint.", (), "exporter"),
     Metric("pggit_exporter_span_lease_held", "gauge",

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
@@ -72,7 +71,8 @@ from exporter.read.operation_traces import (
 )
 from exporter.read.snapshot import Snapshot
 from exporter.send.envelope import Envelope
-from exporter.send.lease import SpanLease, digest
+from exporter.send.handover import Handover, limit_for
+from exporter.send.lease import SpanLease
 from exporter.send.otlp import Group, Sender, SpanQueue, build_exporter
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class SpanSource:
         self.merges: MergeReader | None = None
         self.enabled: dict[str, bool] = {}
         self.mode: str | None = None
+        self.recovery = False
         self.style = SpanStyle(
             resource=Resource.create({
                 **(resource_attributes or {}),  # the database's static labels
@@ -154,14 +155,13 @@ class SpanSource:
         self.sender: Sender | None = None
         # The span lease (see `exporter.send.lease`): only a sender needs it. While another
         # exporter holds it, spans this one would send wait as candidates, by key digest,
-        # until the holder announces them sent or this exporter takes the lease over.
+        # until the holder announces them sent or this exporter takes the lease over
+        # (`self.handover`, checkpointed, restored by `_load`).
         self.lease: SpanLease | None = None
-        self.candidates: OrderedDict[str, Group] = OrderedDict()
-        self.announced: OrderedDict[str, None] = OrderedDict()
-        self._lease_lock = threading.Lock()
+        self._unguarded_logged = False
         if send and lease_session is not None:
             self.lease = SpanLease(database, lease_session, schema, tables(SPANS),
-                                   self._announced)
+                                   self._announced, history=cfg.queue_size)
         if send:
             self.sender = Sender(exporter if exporter is not None
                                  else build_exporter(
@@ -185,7 +185,7 @@ class SpanSource:
         self._step = {"consumed": 0, "handed": 0, "dropped": 0, "timed_out": 0}
         self.late_ends = 0
         self.last_consumed = 0
-        self._dropped_shown = 0
+        self._restored_shown: dict[str, int] = {}
         self.restore(None)
         self._published = self._parts()
         self._pending_parts = self._published
@@ -193,6 +193,7 @@ class SpanSource:
             for result in ("exported", "dropped", "timed_out"):
                 self._counter(result)
         if self.lease is not None:
+            self._counter("unguarded")
             self._lease_gauge(False)
 
     def attach(self, label_cap: LabelCap, on_change: Callable[[], None]) -> None:
@@ -222,6 +223,8 @@ class SpanSource:
         self.running: dict[str, list[Any]] = dict(data.get("running", {}))
         self.timed_out: dict[str, list[Any]] = dict(data.get("timed_out", {}))
         self.unsent: list[str] = list(data.get("unsent", []))
+        self.handover = Handover.from_json(data.get("handover"),
+                                           limit_for(self.cfg.queue_size))
         self.late_ends = int(data.get("late_ends", 0))
         self.counts: dict[str, int] = {k: int(v) for k, v in data.get("counts", {}).items()}
         bounds = {HISTOGRAM: tuple(self._buckets())}
@@ -233,10 +236,11 @@ class SpanSource:
                 self.label_cap.admit(operation_traces.HISTOGRAM_LABELS[pos], values)
         self._published = self._pending_parts = self._parts()
         if self.sender is not None:
-            # The checkpointed count, shown once (the counter itself starts at 0).
-            restored = self.counts.get("dropped", 0)
-            self._counter("dropped").inc(restored - self._dropped_shown)
-            self._dropped_shown = restored
+            # The checkpointed counts, shown once (the counters themselves start at 0).
+            for result in ("dropped", "unguarded") if self.lease else ("dropped",):
+                restored = self.counts.get(result, 0)
+                self._counter(result).inc(restored - self._restored_shown.get(result, 0))
+                self._restored_shown[result] = restored
 
     def _buckets(self) -> tuple[float, ...]:
         return self._span_buckets
@@ -258,7 +262,9 @@ class SpanSource:
                            else None),
                 "running": self.running,
                 "timed_out": self.timed_out,
-                "unsent": self.queue.keys(),
+                # `unsent` holds keys only between a start or takeover and their re-read.
+                "unsent": self.unsent + self.queue.keys(),
+                "handover": self.handover.to_json(),
                 "late_ends": self.late_ends,
                 "counts": dict(self.counts),
                 "aggregates": self.agg.to_json(),
@@ -327,32 +333,29 @@ class SpanSource:
             self.lease.announce(g.key for g in groups)
 
     def _lease_gauge(self, held: bool) -> None:
+        """Shown at once: the poll that follows a takeover may take a while (resends)."""
         self.self_metrics["pggit_exporter_span_lease_held"].labels(
             database=self.database).set(1 if held else 0)
+        self.on_change()
 
     def _keep(self, groups: list[Group]) -> None:
-        """A standby's spans to send: kept unless the holder already announced them sent.
-        At most a queue's worth is kept (the oldest go first)."""
-        with self._lease_lock:
-            for group in groups:
-                d = digest(group.key)
-                if d in self.announced:
-                    del self.announced[d]
-                    continue
-                self.candidates[d] = group
-                self.candidates.move_to_end(d)
-            while len(self.candidates) > self.cfg.queue_size:
-                self.candidates.popitem(last=False)
+        """A standby's spans to send, kept until the holder announces them (see
+        `exporter.send.handover`). Spans cut by its bound are counted where announcements
+        work; on a hot standby nothing is announced and candidates rotate by design."""
+        cut = self.handover.keep(groups)
+        if cut and self.lease is not None and self.lease.announcing:
+            with self._lock:
+                self.counts["unguarded"] = self.counts.get("unguarded", 0) + cut
+            self._counter("unguarded").inc(cut)
+            if not self._unguarded_logged:
+                self._unguarded_logged = True
+                log.warning("span lease standby: more than half a queue of spans not yet "
+                            "announced by the holder; the oldest are counted as unguarded and "
+                            "would be lost if the holder died before sending them",
+                            extra={"database": self.database, "spans": cut})
 
     def _announced(self, digests: list[str]) -> None:
-        """The holder sent these: forget them, or remember them for when they are read."""
-        with self._lease_lock:
-            for d in digests:
-                if self.candidates.pop(d, None) is None:
-                    self.announced[d] = None
-                    self.announced.move_to_end(d)
-            while len(self.announced) > 4 * self.cfg.queue_size:
-                self.announced.popitem(last=False)
+        self.handover.heard(digests)
 
     def _lease_step(self) -> None:
         """Once a poll, before reading: keep, take or lose the lease."""
@@ -360,15 +363,24 @@ class SpanSource:
         was = self.lease.held
         held = self.lease.refresh()
         if held and not was:
-            with self._lease_lock:
-                groups = list(self.candidates.values())
-                self.candidates.clear()
+            taken = self.handover.take()
+            groups = [g for g in taken if isinstance(g, Group)]
+            # Candidates restored from the checkpoint: re-read by key in this poll, like
+            # `unsent` (same ids).
+            self.unsent = [k for k in taken if isinstance(k, str)] + self.unsent
             dropped = sum(0 if self.queue.offer(g) else g.size for g in groups)
             if dropped:
                 with self._lock:
                     self._dropped(dropped)
-            log.info("span lease acquired: this exporter sends the spans", extra={
-                "database": self.database, "handed_over": len(groups) - dropped})
+            if self.lease.announcing:
+                log.info("span lease acquired: this exporter sends the spans", extra={
+                    "database": self.database, "handed_over": len(taken) - dropped})
+            else:
+                log.warning("span lease acquired without hand-over (no announcements on "
+                            "this server): every span held is sent, so up to half a queue "
+                            "of them, and what the last holder had read ahead, may repeat",
+                            extra={"database": self.database,
+                                   "handed_over": len(taken) - dropped})
             self._lease_gauge(True)
             self._depth()
         elif was and not held:
@@ -404,6 +416,11 @@ class SpanSource:
         if privileged:
             log.info("spans read through a start_time window bounded by pg_stat_activity",
                      extra={"database": self.database, "mode": mode})
+        elif self.recovery:
+            log.warning(
+                "a hot standby does not see the primary's transactions: spans are read "
+                "exactly by a full table scan at most every %.0fs, recent spans in between",
+                self.full_pass_interval, extra={"database": self.database, "mode": mode})
         else:
             log.warning(
                 "this role cannot see other sessions' transactions: spans are read exactly "
@@ -417,6 +434,9 @@ class SpanSource:
             return "not read yet"
         if self.mode == MODE_PRIVILEGED:
             return f"{self.mode} (cost follows the changes)"
+        if self.recovery:
+            return (f"{self.mode} (a full scan at most every {self.full_pass_interval:.0f}s: "
+                    "a hot standby does not see the primary's transactions)")
         return (f"{self.mode} (a full scan at most every {self.full_pass_interval:.0f}s; "
                 f"{PRIVILEGE_HINT} makes polls cheaper)")
 
@@ -583,9 +603,11 @@ class SpanSource:
         """Queue groups; returns the spans that did not fit (dropped, counted by the caller)."""
         if self.sender is None:
             return 0
-        if self.lease is not None and not self.lease.held:
-            self._keep(groups)
-            return 0
+        if self.lease is not None:
+            if not self.lease.held:
+                self._keep(groups)
+                return 0
+            groups = self.handover.unannounced(groups)
         if not healthy:
             # The queue fills while the endpoint is down: hold spans encoded (smaller than
             # rows), and encode here, before the sender can see the group.
@@ -660,6 +682,7 @@ class SpanSource:
         self._merges_on = merges_on
         self._bound = read_bound(conn) if spans_on else None
         if self._bound is not None:
+            self.recovery = self._bound.recovery
             self._set_mode(self._bound.privileged)
 
     def read(self, conn: psycopg.Connection, snap: Snapshot) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -18,7 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from exporter.demo.embedded import EmbeddedPostgres, create_database
+from exporter.demo.embedded import EmbeddedPostgres, EmbeddedPostgresError, create_database
 from exporter.demo.schema import install_schema
 
 EXTERNAL_DSN_ENV = "PGGIT_TEST_DSN"
@@ -194,6 +195,37 @@ def pg_server_factory(pg_server: PgTestServer) -> Iterator[Callable[..., Embedde
     finally:
         for server in servers:
             server.close()
+
+
+@pytest.fixture
+def pg_replica(pg_server: PgTestServer) -> Iterator[EmbeddedPostgres]:
+    """A hot standby (physical streaming replica, in recovery) of the session's server.
+
+    Request it after the database fixtures the test writes to, so it is closed before they
+    are dropped. Skips on an external server, whose configuration may not be changed.
+    """
+    primary = pg_server.require_embedded()
+    try:
+        standby = primary.replica()
+    except EmbeddedPostgresError as exc:
+        pytest.skip(f"cannot make a streaming replica of the test server: {exc}")
+    try:
+        yield standby
+    finally:
+        standby.close()
+
+
+def wait_replayed(primary_dsn: str, standby_dsn: str, timeout: float = 30.0) -> None:
+    """Until the standby has replayed everything the primary has written so far."""
+    with psycopg.connect(primary_dsn, autocommit=True) as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(standby_dsn, autocommit=True) as conn:
+        while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn",
+                           (lsn,)).fetchone()[0]:  # type: ignore[index]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"standby did not replay up to {lsn} in {timeout} s")
+            time.sleep(0.02)
 
 
 @pytest.fixture

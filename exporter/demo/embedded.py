@@ -257,6 +257,38 @@ class EmbeddedPostgres:
         create_database(self.dsn(), name, template)
         return self.dsn(dbname=name)
 
+    def replica(self) -> EmbeddedPostgres:
+        """A hot standby of this running server, started on its own port; the caller closes it.
+
+        `pg_basebackup -R` copies the cluster and writes `primary_conninfo` and
+        `standby.signal`, so the copy starts in recovery and streams WAL from this server over
+        its unix socket. The pg_hba.conf written by `_initdb` does not allow replication
+        connections (`all` does not match them), so a local trust line is added and the
+        configuration reloaded first.
+        """
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text(encoding="utf-8")
+        if "replication" not in text:
+            hba.write_text(text + "local replication all trust\n", encoding="utf-8")
+            with psycopg.connect(self.socket_dsn(), autocommit=True) as conn:
+                conn.execute("SELECT pg_reload_conf()")
+        standby = EmbeddedPostgres(timezone=self.timezone, settings=self.settings)
+        standby._chown(standby.base_dir)
+        result = standby._run([str(self.bin_dir / "pg_basebackup"), "-D", str(standby.data_dir),
+                               "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                               "-h", str(self.socket_dir), "-p", str(self.port),
+                               "-U", SUPERUSER])
+        if result.returncode != 0:
+            standby.close()
+            raise EmbeddedPostgresError(
+                f"pg_basebackup failed ({result.returncode}): {result.stdout}{result.stderr}")
+        try:
+            standby.start()
+        except BaseException:
+            standby.close()
+            raise
+        return standby
+
     def close(self) -> None:
         """Stop the server and remove what we created; safe to call more than once."""
         if self._closed:

@@ -91,12 +91,15 @@ class Bound:
     """What the server says about transactions still running, read before the snapshot.
 
     `oldest` (Unix seconds) is a lower bound on the start of every transaction that was
-    running or not yet started, or None when this role cannot see other sessions.
+    running or not yet started, or None when it cannot be known: this role cannot see other
+    sessions, or the server is a hot standby (`recovery`), whose pg_stat_activity lists its
+    own sessions and not the primary's transactions whose rows are still to come.
     """
 
     privileged: bool
     oldest: float | None
     prepared: frozenset[int]
+    recovery: bool = False
 
 
 def read_bound(conn: psycopg.Connection) -> Bound:
@@ -104,14 +107,16 @@ def read_bound(conn: psycopg.Connection) -> Bound:
     transaction running when the snapshot is taken is then either listed here or started
     after this read. Prepared transactions are read second, so one prepared in between is
     seen there."""
-    privileged, oldest = conn.execute(
+    privileged, oldest, recovery = conn.execute(
         "SELECT pg_has_role('pg_read_all_stats', 'USAGE'),"
-        " extract(epoch FROM least(min(xact_start), statement_timestamp()))::float8"
+        " extract(epoch FROM least(min(xact_start), statement_timestamp()))::float8,"
+        " pg_is_in_recovery()"
         " FROM pg_stat_activity").fetchone()  # type: ignore[misc]
     prepared = frozenset(r[0] for r in conn.execute(
         "SELECT transaction::text::bigint FROM pg_prepared_xacts").fetchall())
     conn.rollback()
-    return Bound(bool(privileged), oldest if privileged else None, prepared)
+    usable = bool(privileged) and not recovery
+    return Bound(usable, oldest if usable else None, prepared, bool(recovery))
 
 
 @dataclass

@@ -16,7 +16,15 @@ on the connection that holds the lock, so every announcement is committed before
 be released: a standby that gets the lock has every announcement queued, reads them, then sends
 its remaining candidates. What can repeat is the batch the holder had sent but not yet announced
 when it died (at most `traces.batch_size` spans, with the same ids); nothing is lost as long as
-the standby's candidates fit in its queue.
+the standby's candidates fit in half its queue (`exporter.send.handover.limit_for`).
+
+Catching up: NOTIFY reaches only sessions listening at the time, so a standby that restarts
+(its candidates come back from its checkpoint, see `exporter.send.handover`) or reconnects
+misses what was announced meanwhile. Whenever a standby starts listening it sends `sync` on
+the channel, and the holder repeats its last `history` announced digests (the queue size;
+whole announcements, so somewhat fewer) at its next poll. A takeover before that answer
+arrives, or of a candidate the holder sent more than `history` spans before the answer, may
+repeat such a restored candidate.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 
 import psycopg
@@ -33,6 +43,10 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_LIMIT = 7900
 """Bytes per NOTIFY payload (PostgreSQL's limit is 8000)."""
+SYNC = "sync"
+"""A standby's request to repeat recent announcements (not hex, so never a digest)."""
+HISTORY = 100_000
+"""Announced digests a holder remembers for a `sync` when the forwarder gives no size."""
 
 
 def digest(key: str) -> str:
@@ -60,7 +74,8 @@ class SpanLease:
     """
 
     def __init__(self, database: str, open_session: Callable[[], psycopg.Connection],
-                 schema: str, table: str, on_announced: Callable[[list[str]], None]):
+                 schema: str, table: str, on_announced: Callable[[list[str]], None],
+                 history: int = HISTORY):
         self.database = database
         self.open_session = open_session
         self.key = lock_key(schema, table)
@@ -70,30 +85,52 @@ class SpanLease:
         self.announcing = True
         self.conn: psycopg.Connection | None = None
         self._pid = 0
+        # Recent announcements as sent: (digests, payload). Payload strings cost 17 bytes a
+        # span, a third of a deque of digest strings.
+        self._history: deque[tuple[int, str]] = deque()
+        self._history_spans = 0
+        self._history_limit = history
+        self._history_lock = threading.Lock()
+        self._sync_asked = False
 
     def _heard(self, notify: psycopg.Notify) -> None:
-        if notify.channel == self.channel and notify.pid != self._pid and notify.payload:
+        """Runs inside whichever call on the connection received it: only note a `sync`,
+        the connection is busy until the handler returns."""
+        if notify.channel != self.channel or notify.pid == self._pid or not notify.payload:
+            return
+        if notify.payload == SYNC:
+            self._sync_asked = True
+        else:
             self.on_announced(notify.payload.split(" "))
 
     def _open(self) -> psycopg.Connection:
         """The lock connection, listening for announcements where the server allows it.
 
         A server in recovery (a hot standby) refuses LISTEN and NOTIFY but not advisory
-        locks: the lease still decides who sends, and a takeover then sends every candidate,
-        which may repeat up to a queue of spans. One warning says so.
+        locks: the lease still decides who sends, and a takeover then sends every candidate
+        (up to half a queue), and then what the last holder had sent before this process
+        read it: those repeat. One warning says so.
         """
         conn = self.open_session()
         self._pid = conn.info.backend_pid
         conn.add_notify_handler(self._heard)
         try:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-            self.announcing = True
         except psycopg.Error as exc:
             if self.announcing:
                 log.warning("%s: span lease without hand-over (LISTEN refused: %s); a "
-                            "takeover may send again what the last holder sent",
-                            self.database, exc)
+                            "takeover may send again what the last holder sent: up to half a "
+                            "queue of spans, plus how far it had read ahead", self.database,
+                            exc)
             self.announcing = False
+            return conn
+        self.announcing = True
+        try:
+            # Announcements made before LISTEN did not reach this session: ask for them.
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, SYNC))
+        except psycopg.Error as exc:
+            log.warning("%s: could not ask the span lease holder for its recent "
+                        "announcements: %s", self.database, exc)
         return conn
 
     def refresh(self) -> bool:
@@ -107,6 +144,9 @@ class SpanLease:
                 self.conn = self._open()
             if self.held:
                 self.conn.execute("SELECT 1")
+                if self._sync_asked:
+                    self._sync_asked = False
+                    self._repeat(self.conn)
             else:
                 got = self.conn.execute("SELECT pg_try_advisory_lock(%s)",
                                         (self.key,)).fetchone()
@@ -127,21 +167,40 @@ class SpanLease:
         conn = self.conn
         if conn is None or not self.held or not self.announcing:
             return
-        payloads: list[str] = []
-        current: list[str] = []
-        for key in keys:
-            if (len(current) + 1) * 17 > PAYLOAD_LIMIT:
-                payloads.append(" ".join(current))
-                current = []
-            current.append(digest(key))
-        if current:
-            payloads.append(" ".join(current))
+        payloads = self._payloads([digest(k) for k in keys])
+        with self._history_lock:
+            for n, payload in payloads:
+                self._history.append((n, payload))
+                self._history_spans += n
+            while self._history_spans > self._history_limit:
+                self._history_spans -= self._history.popleft()[0]
         try:
-            for payload in payloads:
-                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+            self._notify(conn, [p for _, p in payloads])
         except psycopg.Error as exc:
             log.warning("%s: could not announce sent spans to a standby: %s",
                         self.database, exc)
+
+    def _repeat(self, conn: psycopg.Connection) -> None:
+        """Answer a standby's `sync`: the recent announcements again, repacked into full
+        payloads (a batch of 20 spans was announced in a payload of its own)."""
+        with self._history_lock:
+            recent = " ".join(p for _, p in self._history).split(" ")
+        try:
+            self._notify(conn, [p for _, p in self._payloads(recent) if p])
+        except psycopg.Error as exc:
+            log.warning("%s: could not repeat announcements for a standby: %s",
+                        self.database, exc)
+
+    @staticmethod
+    def _payloads(digests: list[str]) -> list[tuple[int, str]]:
+        """Digests in as few NOTIFY payloads as fit the limit, with their counts."""
+        per = PAYLOAD_LIMIT // 17
+        return [(len(digests[i:i + per]), " ".join(digests[i:i + per]))
+                for i in range(0, len(digests), per)]
+
+    def _notify(self, conn: psycopg.Connection, payloads: list[str]) -> None:
+        for payload in payloads:
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
