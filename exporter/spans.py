@@ -156,7 +156,7 @@ class SpanSource:
         # The span lease (see `exporter.send.lease`): only a sender needs it. While another
         # exporter holds it, spans this one would send wait as candidates, by key digest,
         # until the holder announces them sent or this exporter takes the lease over
-        # (`self.handover`, checkpointed, restored by `_load`).
+        # (`self.handover`, checkpointed, restored by `restore`).
         self.lease: SpanLease | None = None
         self._unguarded_logged = False
         if send and lease_session is not None:
