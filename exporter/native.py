@@ -147,9 +147,11 @@ class NativeCell:
         copies the cells it observes into, so unchanged series are not encoded again."""
         self.saved: str | None = None
         """The buckets as the checkpoint writes them, kept the same way (`to_json`)."""
-        self.layout: tuple[Any, ...] | None = None
-        """The protobuf exposition's spans, which depend only on which buckets are hit:
-        kept while they stay the same (most polls only add to buckets already hit)."""
+        self.layout: Any = None
+        """The protobuf exposition's spans (`exporter.expose.protobuf._Layout`), which depend
+        only on which buckets are hit: kept while they stay the same (most polls only add to
+        buckets already hit) and updated for the buckets a poll adds. Shared by a copy, so
+        never changed in place."""
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, NativeCell) and self.schema == other.schema
