@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from bisect import bisect_right
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import psycopg
 import pytest
 
 from exporter import config
-from exporter.aggregates import Aggregates
+from exporter.aggregates import Aggregates, thresholds_us
 from exporter.native import MAX_SCHEMA, MIN_SCHEMA, NativeCell, NativeSpec
 from tests.exporter_fixtures import wait_for
 from tests.test_config import minimal, single_problem, write
@@ -238,3 +239,28 @@ def test_a_saved_cell_is_saved_again_after_each_change() -> None:
         change()
         assert NativeCell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
         assert NativeCell.from_json(json.loads(json.dumps(cell.copy().to_json()))) == cell
+
+
+def test_backfill_files_durations_at_every_threshold_where_live_rows_go(
+        pggit_dsn: str, run_exporter) -> None:
+    """The backfill tells a row's classic and native bucket from one position among both
+    sets of thresholds merged: a duration at, just below and just above every classic and
+    native threshold must land in the buckets live reading files it in."""
+    spec = NativeSpec()
+    classic = thresholds_us(config.DEFAULT_BUCKETS)
+    native = [t for t in spec.thresholds if t < 10**9]
+    edges = sorted({max(1, t + d) for t in classic + native[::7] for d in (-1, 0, 1)})
+    _record(pggit_dsn, edges, 3)
+    exporter = run_exporter(pggit_dsn)
+    _caught_up(exporter, pggit_dsn)
+    live = Aggregates({HIST: config.DEFAULT_BUCKETS}, spec)
+    with psycopg.connect(pggit_dsn) as conn:
+        for op, us in conn.execute(
+                "SELECT operation_type, duration_microseconds FROM pggit.performance_metrics"):
+            cell = live.histograms[HIST].setdefault((op,), [0] * (len(classic) + 2))
+            cell[bisect_right(classic, us)] += 1
+            live.native_cell(HIST, (op,)).add_durations_us(spec, [us])
+    got = exporter.poller.agg
+    assert {k[:1]: v[:-1] for k, v in got.histograms[HIST].items()} == {
+        k: v[:-1] for k, v in live.histograms[HIST].items()}
+    assert {k[:1]: v for k, v in got.native[HIST].items()} == live.native[HIST]
