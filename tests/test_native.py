@@ -14,7 +14,7 @@ import pytest
 
 from exporter import config
 from exporter.aggregates import Aggregates, thresholds_us
-from exporter.native import MAX_SCHEMA, MIN_SCHEMA, NativeCell, NativeSpec
+from exporter.native import MAX_SCHEMA, MIN_SCHEMA, NativeCell, NativeSpec, Positions
 from tests.exporter_fixtures import wait_for
 from tests.test_config import minimal, single_problem, write
 
@@ -217,12 +217,29 @@ def test_durations_counted_in_bulk_land_where_single_observations_do() -> None:
     pages = [[0, 0, 1, 15625] + [int(rng.lognormvariate(9, 2)) + 1 for _ in range(200)]
              for _ in range(10)]
     bulk, single = NativeCell(spec.schema), NativeCell(spec.schema)
+    by_position = NativeCell(spec.schema)
+    positions = Positions(spec, thresholds_us(config.DEFAULT_BUCKETS))
     for page in pages:
         bulk.add_durations_us(spec, page)
+        by_position.add_positions(
+            spec, positions, [bisect_right(positions.thresholds, us) for us in page])
         for us in page:
             single.add_one(spec, spec.index(us / 1e6))
-    assert bulk == single
+    assert bulk == single == by_position
     assert bulk.schema < 7 and bulk.zero == 20
+
+
+def test_one_position_tells_the_classic_and_the_native_bucket() -> None:
+    """The hot path and the backfill bisect once, among both kinds of threshold merged."""
+    classic = thresholds_us(config.DEFAULT_BUCKETS)
+    for spec in (NativeSpec(), NativeSpec(8), NativeSpec(-2)):
+        positions = Positions(spec, classic)
+        edges = {max(0, t + d) for t in classic + spec.thresholds[::3] for d in (-1, 0, 1)}
+        for us in sorted(edges)[::max(1, len(edges) // 3000)]:
+            p = bisect_right(positions.thresholds, us)
+            assert positions.classic[p] == bisect_right(classic, us), us
+            native = positions.indices(spec.schema)[p] if us else None
+            assert native == spec.index(us / 1e6), us
 
 
 def test_a_saved_cell_is_saved_again_after_each_change() -> None:

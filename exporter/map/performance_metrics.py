@@ -22,7 +22,7 @@ from exporter.aggregates import Labels, thresholds_us
 from exporter.counts import NEGATIVE, NOT_FINITE, NULL
 from exporter.map.base import Context, Incremental, Mapping
 from exporter.map.performance_baselines import BaselineHistory
-from exporter.native import NativeSpec
+from exporter.native import NativeSpec, Positions
 
 HIST = "pggit_operation_duration_seconds"
 ERRORS = "pggit_operation_errors_total"
@@ -49,13 +49,9 @@ class PerformanceMetrics(Mapping):
                  native: NativeSpec | None = None):
         self.thresholds = thresholds_us(bounds)
         self.native = NativeSpec() if native is None else native
-        # The backfill's bucket positions: classic and native thresholds merged, and for each
-        # position (thresholds at or below a duration) the classic and native one it means.
-        self.positions = sorted(set(self.thresholds) | set(self.native.thresholds))
-        if len(self.positions) >= 1 << 15:
+        self.positions = Positions(self.native, self.thresholds)
+        if len(self.positions.thresholds) >= 1 << 15:
             raise ValueError("too many bucket thresholds for the backfill's two-byte positions")
-        self.classic_of = [0, *(bisect_right(self.thresholds, t) for t in self.positions)]
-        self.native_of = [0, *(bisect_right(self.native.thresholds, t) for t in self.positions)]
         self.baselines = baselines
 
     def observe_rows(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
@@ -66,39 +62,44 @@ class PerformanceMetrics(Mapping):
         additions. Sums stay integer microseconds until the flush, which also makes them add up
         exactly like the aggregate backfill does. Only a row above its operation's lowest
         threshold is judged against the baseline history. Native buckets are filed at the
-        flush, all durations of a series at once (see `_Series.flush`).
+        flush, all rows of a series at once (see `_Series.flush`). One bisect among both
+        kinds of threshold (`exporter.native.Positions`) tells a row's classic and native
+        bucket: a bisect of the native thresholds and an int per row less than bisecting
+        each kind.
         """
         page: dict[tuple[str, int | None], _Series] = {}
-        thresholds = self.thresholds
+        thresholds, classic_of = self.positions.thresholds, self.positions.classic
         for key, _, op, branch_id, us, cpu, affected, failed, at in rows:
             if us is None or us < 0:
                 ctx.invalid(self.table, key, "duration_microseconds",
                             NULL if us is None else NEGATIVE, us)
                 continue
-            if cpu is not None and cpu < 0:
-                ctx.invalid(self.table, key, "cpu_microseconds", NEGATIVE, cpu)
-                cpu = None
-            if affected is not None and affected < 0:
-                ctx.invalid(self.table, key, "rows_affected", NEGATIVE, affected)
-                affected = None
             s = page.get((op, branch_id))
             if s is None:
                 s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
-            s.cell[bisect_right(thresholds, us)] += 1
-            s.durations.append(us)
+            position = bisect_right(thresholds, us)
+            s.cell[classic_of[position]] += 1
+            s.positions.append(position)
             s.us += us
             if failed:
                 s.failed += 1
+            # Zero and NULL skip both tests; a negative count is left out, as invalid.
             if cpu:
-                s.cpu += cpu
+                if cpu > 0:
+                    s.cpu += cpu
+                else:
+                    ctx.invalid(self.table, key, "cpu_microseconds", NEGATIVE, cpu)
             if affected:
-                s.affected += affected
+                if affected > 0:
+                    s.affected += affected
+                else:
+                    ctx.invalid(self.table, key, "rows_affected", NEGATIVE, affected)
             if us > s.lowest:
                 threshold = self.baselines.threshold_at(op, branch_id, at)
                 if threshold is not None and us > threshold:
                     s.violations += 1
         for s in page.values():
-            s.flush(ctx, self.native)
+            s.flush(ctx, self.native, self.positions)
 
     @staticmethod
     def _labels(ctx: Context, op: str, branch_id: int | None) -> tuple[Labels, tuple[str, ...]]:
@@ -135,8 +136,8 @@ class PerformanceMetrics(Mapping):
         1.9 s of a 2.8 s backfill, against 0.5 s with the classic buckets alone).
 
         The position is the row's place among the classic and native thresholds merged
-        (`self.positions`; `width_bucket` is `bisect_right`, as `observe_rows` files a row),
-        which tells both buckets: no threshold of either lies inside a position.
+        (`exporter.native.Positions`; `width_bucket` is `bisect_right`, as `observe_rows`
+        files a row), which tells both buckets.
 
         Rows the incremental path rejects (NULL or negative duration) are counted per series
         and left out of the rest, and negative CPU or row counts and infinite times are
@@ -144,7 +145,7 @@ class PerformanceMetrics(Mapping):
         """
         n = len(self.thresholds) + 1
         first = self.native.first
-        classic_of, native_of = self.classic_of, self.native_of
+        classic_of, native_of = self.positions.classic, self.positions.native
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, branch_id,
                       count(*) FILTER (WHERE duration_microseconds IS NULL),
@@ -166,7 +167,7 @@ class PerformanceMetrics(Mapping):
                                  ''::bytea) FILTER (WHERE duration_microseconds >= 0)
                FROM {} WHERE metric_id <= %(max)s
                GROUP BY 1, 2""").format(table),
-            {"positions": self.positions, "max": max_id}).fetchall()
+            {"positions": self.positions.thresholds, "max": max_id}).fetchall()
         key = f"metric_id <= {max_id} (backfill)"
         odd: dict[tuple[str, str], int] = {}
         for (op, branch_id, null, negative, bad_time, total, failed, cpu, affected, bad_cpu,
@@ -244,7 +245,7 @@ class _Series:
     the `__other__` cell, and the overflow counter needs this series' rows alone.
     """
 
-    __slots__ = ("affected", "cell", "cpu", "durations", "failed", "folded", "labels", "lowest",
+    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "positions",
                  "target", "us", "violations")
 
     def __init__(self, labels: Labels, target: list[float], lowest: float,
@@ -254,14 +255,14 @@ class _Series:
         self.cell = [0] * len(target) if folded else target
         self.lowest = lowest
         self.folded = folded
-        self.durations: list[int] = []
+        self.positions: list[int] = []
         self.us = self.failed = self.cpu = self.affected = self.violations = 0
 
-    def flush(self, ctx: Context, native: NativeSpec) -> None:
-        """Add the page's sums; the native buckets count the page's durations of the series
-        in one pass of C code (`NativeCell.add_durations_us`)."""
+    def flush(self, ctx: Context, native: NativeSpec, positions: Positions) -> None:
+        """Add the page's sums; the native buckets count the page's rows of the series by
+        their positions in one pass of C code (`NativeCell.add_positions`)."""
         agg, labels, target = ctx.agg, self.labels, self.target
-        agg.native_cell(HIST, labels).add_durations_us(native, self.durations)
+        agg.native_cell(HIST, labels).add_positions(native, positions, self.positions)
         if self.folded:
             rows = sum(self.cell)
             for i, count in enumerate(self.cell):
