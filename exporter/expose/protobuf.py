@@ -133,6 +133,19 @@ def _sint(n: int) -> bytes:
     return _DELTA_BYTES.get(n) or _varint((n << 1) ^ (n >> 63))
 
 
+def _native_head(schema: int, zero: int) -> bytes:
+    """Schema, zero threshold and zero count: kept for the small zero counts, which most
+    series have (most have none), so a render looks them up."""
+    head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
+            + _ZERO_THRESHOLD + _uint(7, zero))
+    if zero < 64:
+        _HEADS[(schema, zero)] = head
+    return head
+
+
+_HEADS: dict[tuple[int, int], bytes] = {}
+
+
 def native_fields(cell: NativeCell) -> bytes:
     """schema, zero threshold and count, positive spans and deltas of one native histogram.
 
@@ -150,8 +163,9 @@ def native_fields(cell: NativeCell) -> bytes:
     cell's dict), updated for the new ones rather than worked out again from all of them.
     """
     schema = cell.schema
-    head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
-            + _ZERO_THRESHOLD + _uint(7, cell.zero))
+    head = _HEADS.get((schema, cell.zero))
+    if head is None:
+        head = _native_head(schema, cell.zero)
     buckets = cell.buckets
     keys = list(buckets)
     layout = cell.layout
@@ -362,6 +376,7 @@ class ProtobufEncoder:
         of them, after a poll that read a few rows) reuses its bytes."""
         finite = len(part.bounds)
         bound_bytes = self._bound_bytes(part.bounds)
+        finite_bounds = bound_bytes[:finite]
         for labels, cell in part.cells.items():
             native = part.native.get(labels)
             if native is None:
@@ -381,12 +396,21 @@ class ProtobufEncoder:
             encoded = last[0] if last is not None else _label_pairs(
                 self._pairs(names, part.prefix + labels))
             cumulative = list(accumulate(map(int, values[:-1])))
+            start = b"\x08" + _varint(cumulative[-1]) + b"\x11" + _pack_double(cell[-1])
+            if cumulative[-1] < len(_BUCKET_HEADS) and not marks:
+                # Every count below the table's end (the total is the largest): looked up.
+                heads = map(_BUCKET_HEADS.__getitem__, cumulative)
+                body = b"".join((start, *chain.from_iterable(
+                    zip(heads, finite_bounds, strict=False)), native_bytes))
+                message = encoded + b"\x3a" + _varint(len(body)) + body  # field 7
+                kept[labels] = (encoded, values, native_bytes, marks, message)
+                out.append(message)
+                continue
             finite_counts = cumulative[:finite]
             # Below the table's end (cumulative counts only rise) the heads are looked up.
             small = bisect_left(finite_counts, len(_BUCKET_HEADS))
             heads = [*map(_BUCKET_HEADS.__getitem__, finite_counts[:small]),
                      *map(_bucket_head, finite_counts[small:])]
-            buckets = list(chain.from_iterable(zip(heads, bound_bytes, strict=False)))
             if marks:
                 buckets = [h + b for h, b in zip(heads, bound_bytes, strict=False)]
                 for i, exemplar in marks.items():
@@ -396,8 +420,10 @@ class ProtobufEncoder:
                         buckets[i] = bucket
                     else:
                         buckets.append(bucket)
-            body = b"".join((_uint(1, cumulative[-1]), _double(2, cell[-1]), *buckets,
-                             native_bytes))
+                body = b"".join((start, *buckets, native_bytes))
+            else:
+                body = b"".join((start, *chain.from_iterable(
+                    zip(heads, bound_bytes, strict=False)), native_bytes))
             message = encoded + _field(7, body)
             kept[labels] = (encoded, values, native_bytes, dict(marks) if marks else marks,
                             message)
