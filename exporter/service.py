@@ -75,7 +75,9 @@ class Service:
         self.http = HttpServer(cfg.listen_address, self.exposition, self.status, self.web,
                                limits(cfg), self.reloader.reload)
         self.pusher = (MetricsPusher(self.exposition.parts, build_exporter(cfg.metrics),
-                                     cfg.metrics.interval)
+                                     cfg.metrics.interval,
+                                     lambda: (self.exposition.static_labels,
+                                              self.exposition.common_labels))
                        if metrics_enabled(cfg.metrics, os.environ) else None)
 
     @property

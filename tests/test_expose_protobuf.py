@@ -241,9 +241,12 @@ def _reference_native_fields(cell: NativeCell) -> bytes:
 
 
 def test_native_fields_are_the_plainly_written_ones_through_changes() -> None:
-    """The encoder keeps each cell's spans while its buckets stay the same and looks deltas
-    up in tables: its bytes must stay those of the plain encoding as cells gain counts, gain
-    and lose buckets, keep buckets at zero and halve their resolution."""
+    """The encoder keeps each cell's spans between renders, updates them for the buckets a
+    poll adds and looks deltas up in tables: its bytes must stay those of the plain encoding
+    as cells gain counts, gain buckets (one or several, next to a span, between two, inside
+    a bridged gap or far away), lose buckets, keep buckets at zero and halve their
+    resolution; and a poll's copy of a cell, which shares what was kept, must leave the
+    original's bytes as they were."""
     rng = random.Random(13)
     for _ in range(300):
         cell = NativeCell(rng.randint(-4, 8), rng.choice([0, 3, 10**10]))
@@ -252,11 +255,19 @@ def test_native_fields_are_the_plainly_written_ones_through_changes() -> None:
             index += rng.choice([1, 1, 1, 1, 2, 3, 4, 5, rng.randint(1, 600)])
             cell.buckets[index] = rng.choice([1, 2, rng.randint(1, 100), rng.randint(1, 10**4),
                                               rng.randint(1, 10**12)])
-        for _ in range(6):
-            assert protobuf.native_fields(cell) == _reference_native_fields(cell), cell
+        for _ in range(8):
+            expected = _reference_native_fields(cell)
+            assert protobuf.native_fields(cell) == expected, cell
             keys = sorted(cell.buckets) or [0]
-            change = rng.randrange(5)
-            if change == 0:
+            change = rng.randrange(7)
+            if change >= 5:
+                original = cell
+                cell = cell.copy()
+                for _ in range(rng.choice([1, 2, 4])):
+                    near = rng.choice(keys) + rng.choice([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5])
+                    cell.buckets[near if change == 5 else rng.randint(-500, 500)] += 1
+                assert protobuf.native_fields(original) == expected, original
+            elif change == 0:
                 for i in rng.sample(keys, min(3, len(keys))):
                     cell.buckets[i] += rng.choice([1, 50, 10**6])
             elif change == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from bisect import bisect_right
 from collections import Counter
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import psycopg
 import pytest
 
 from exporter import config
-from exporter.aggregates import Aggregates
-from exporter.native import MAX_SCHEMA, MIN_SCHEMA, NativeCell, NativeSpec
+from exporter.aggregates import Aggregates, thresholds_us
+from exporter.native import MAX_SCHEMA, MIN_SCHEMA, NativeCell, NativeSpec, Positions
 from tests.exporter_fixtures import wait_for
 from tests.test_config import minimal, single_problem, write
 
@@ -216,12 +217,29 @@ def test_durations_counted_in_bulk_land_where_single_observations_do() -> None:
     pages = [[0, 0, 1, 15625] + [int(rng.lognormvariate(9, 2)) + 1 for _ in range(200)]
              for _ in range(10)]
     bulk, single = NativeCell(spec.schema), NativeCell(spec.schema)
+    by_position = NativeCell(spec.schema)
+    positions = Positions(spec, thresholds_us(config.DEFAULT_BUCKETS))
     for page in pages:
         bulk.add_durations_us(spec, page)
+        by_position.add_positions(
+            spec, positions, [bisect_right(positions.thresholds, us) for us in page])
         for us in page:
             single.add_one(spec, spec.index(us / 1e6))
-    assert bulk == single
+    assert bulk == single == by_position
     assert bulk.schema < 7 and bulk.zero == 20
+
+
+def test_one_position_tells_the_classic_and_the_native_bucket() -> None:
+    """The hot path and the backfill bisect once, among both kinds of threshold merged."""
+    classic = thresholds_us(config.DEFAULT_BUCKETS)
+    for spec in (NativeSpec(), NativeSpec(8), NativeSpec(-2)):
+        positions = Positions(spec, classic)
+        edges = {max(0, t + d) for t in classic + spec.thresholds[::3] for d in (-1, 0, 1)}
+        for us in sorted(edges)[::max(1, len(edges) // 3000)]:
+            p = bisect_right(positions.thresholds, us)
+            assert positions.classic[p] == bisect_right(classic, us), us
+            native = positions.indices(spec.schema)[p] if us else None
+            assert native == spec.index(us / 1e6), us
 
 
 def test_a_saved_cell_is_saved_again_after_each_change() -> None:
@@ -238,3 +256,28 @@ def test_a_saved_cell_is_saved_again_after_each_change() -> None:
         change()
         assert NativeCell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
         assert NativeCell.from_json(json.loads(json.dumps(cell.copy().to_json()))) == cell
+
+
+def test_backfill_files_durations_at_every_threshold_where_live_rows_go(
+        pggit_dsn: str, run_exporter) -> None:
+    """The backfill tells a row's classic and native bucket from one position among both
+    sets of thresholds merged: a duration at, just below and just above every classic and
+    native threshold must land in the buckets live reading files it in."""
+    spec = NativeSpec()
+    classic = thresholds_us(config.DEFAULT_BUCKETS)
+    native = [t for t in spec.thresholds if t < 10**9]
+    edges = sorted({max(1, t + d) for t in classic + native[::7] for d in (-1, 0, 1)})
+    _record(pggit_dsn, edges, 3)
+    exporter = run_exporter(pggit_dsn)
+    _caught_up(exporter, pggit_dsn)
+    live = Aggregates({HIST: config.DEFAULT_BUCKETS}, spec)
+    with psycopg.connect(pggit_dsn) as conn:
+        for op, us in conn.execute(
+                "SELECT operation_type, duration_microseconds FROM pggit.performance_metrics"):
+            cell = live.histograms[HIST].setdefault((op,), [0] * (len(classic) + 2))
+            cell[bisect_right(classic, us)] += 1
+            live.native_cell(HIST, (op,)).add_durations_us(spec, [us])
+    got = exporter.poller.agg
+    assert {k[:1]: v[:-1] for k, v in got.histograms[HIST].items()} == {
+        k: v[:-1] for k, v in live.histograms[HIST].items()}
+    assert {k[:1]: v for k, v in got.native[HIST].items()} == live.native[HIST]

@@ -60,15 +60,24 @@ class _Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
     def latest(self, name: str) -> list[Any]:
-        """The data points of the newest request that carried `name`."""
+        """The metric `name` of the newest request that carried it."""
+        return [m for _, m in self.latest_with_resource(name)]
+
+    def latest_with_resource(self, name: str) -> list[tuple[dict[str, str], Any]]:
+        """The metric `name` of the newest request that carried it, with the attributes of
+        the resource it came under."""
         with self.lock:
             for request in reversed(self.requests):
                 for rm in request.resource_metrics:
                     for sm in rm.scope_metrics:
                         for m in sm.metrics:
                             if m.name == name:
-                                return [m]
+                                return [(_attributes(rm.resource.attributes), m)]
         return []
+
+
+def _attributes(kvs: Any) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in kvs}
 
 
 @pytest.fixture
@@ -151,3 +160,39 @@ def test_rotel_receives_the_exporters_series_with_exponential_histograms(
     (counter,) = sink.latest("pggit_operation_rows_affected")
     assert counter.sum.is_monotonic and counter.sum.aggregation_temporality == 2
     assert sum(p.as_double for p in counter.sum.data_points) == 12
+
+
+def test_static_labels_and_replica_are_resource_attributes_through_rotel(
+        pggit_dsn: str, rotel: tuple[int, _Sink], run_exporter) -> None:
+    """A database's static labels and `replica` arrive on its resource, once per push, and
+    the points carry only the catalog's labels; the build info (no database) is under a
+    resource with `replica` alone."""
+    grpc_port, sink = rotel
+    with psycopg.connect(pggit_dsn, autocommit=True) as conn:
+        for us in (1500, 9_000):
+            conn.execute("SELECT pggit.record_performance_metric('commit', %s)", (us,))
+    exporter = run_exporter(
+        pggit_dsn, replica="r1", database={"labels": {"env": "prod", "team": "core"}},
+        metrics={"endpoint": f"127.0.0.1:{grpc_port}", "protocol": "grpc", "insecure": True,
+                 "interval": "1s"})
+    wait_for(lambda: exporter.poller.caught_up, what="the exporter to read the rows")
+
+    def received() -> list[tuple[dict[str, str], Any]]:
+        got = sink.latest_with_resource(HIST)
+        return got if got and sum(
+            p.count for p in got[0][1].exponential_histogram.data_points) == 2 else []
+
+    ((resource, hist),) = wait_for(received, timeout=60,
+                                   what="rotel to forward the duration histogram")
+    assert {k: resource.get(k) for k in ("env", "team", "replica", "pggit.database")} == {
+        "env": "prod", "team": "core", "replica": "r1", "pggit.database": "main"}
+    assert resource["service.name"] == "pggit-exporter"
+    for p in hist.exponential_histogram.data_points:
+        attrs = _attributes(p.attributes)
+        assert set(attrs) == {"database", "operation_type", "branch"}
+        assert (attrs["database"], attrs["operation_type"]) == ("main", "commit")
+    ((build_resource, build),) = sink.latest_with_resource("pggit_exporter_build_info")
+    assert build_resource["replica"] == "r1"
+    assert "env" not in build_resource and "pggit.database" not in build_resource
+    for p in build.gauge.data_points:
+        assert "replica" not in _attributes(p.attributes)

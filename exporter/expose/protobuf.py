@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 import re
 import struct
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import accumulate, repeat
-from operator import sub
+from functools import lru_cache
+from itertools import accumulate, chain, repeat
+from operator import add, sub
 from typing import Any
 
 from prometheus_client.registry import Collector
@@ -76,8 +78,8 @@ _DELTA_BYTES = {d: _VARINTS[(d << 1) ^ (d >> 63)] for d in range(-(1 << 13), 1 <
 """sint64 deltas that fit two bytes, zigzag-encoded, by value: neighbouring buckets differ
 little, so nearly every delta a render writes is looked up here rather than built."""
 _GAP = {1: 1, 2: 2, 3: 3}
-_APART = re.compile(b"[^\x01]")
-"""Where two hit buckets are not neighbours (see native_fields)."""
+_APART = re.compile(b"[^\x01-\x03]")
+"""Where two hit buckets are in different spans (see _full_layout)."""
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -115,9 +117,33 @@ def _exemplar(exemplar: Exemplar) -> bytes:
             + _double(2, value) + _field(3, stamp))
 
 
+def _bucket_head(count: int) -> bytes:
+    """A classic Bucket's field 3 up to its upper bound: tag, length (1 + the count's bytes +
+    the bound's 9: always one byte) and the cumulative count (field 1)."""
+    encoded = _varint(count)
+    return b"\x1a" + _SMALL[10 + len(encoded)] + b"\x08" + encoded
+
+
+_BUCKET_HEADS = [_bucket_head(n) for n in range(1 << 14)]
+"""Bucket heads by cumulative count, for the counts below 16,384 (most series' most buckets)."""
+
+
 def _sint(n: int) -> bytes:
     """A zigzag-encoded sint64, looked up when it fits two bytes."""
     return _DELTA_BYTES.get(n) or _varint((n << 1) ^ (n >> 63))
+
+
+def _native_head(schema: int, zero: int) -> bytes:
+    """Schema, zero threshold and zero count: kept for the small zero counts, which most
+    series have (most have none), so a render looks them up."""
+    head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
+            + _ZERO_THRESHOLD + _uint(7, zero))
+    if zero < 64:
+        _HEADS[(schema, zero)] = head
+    return head
+
+
+_HEADS: dict[tuple[int, int], bytes] = {}
 
 
 def native_fields(cell: NativeCell) -> bytes:
@@ -130,71 +156,147 @@ def native_fields(cell: NativeCell) -> bytes:
     (which tells them apart by a non-zero threshold, buckets or zero count).
 
     When every series changed this is most of a protobuf render (660 series of about a
-    hundred buckets), so the per-bucket work stays in C: the spans depend only on which
-    buckets are hit, which a poll rarely changes, so they are kept on the cell (`layout`)
-    and reused while its schema and its set of buckets are the same; the counts are then
-    read in one map, and each delta is looked up as its encoded bytes.
+    hundred buckets), so the per-bucket work is a few passes in C: the counts read in one
+    map, the deltas taken and looked up as their encoded bytes in one more. The spans depend
+    only on which buckets are hit, so they are kept on the cell (`_Layout`) and, when a poll
+    hit new buckets (counts only grow, so buckets are only ever added, at the end of the
+    cell's dict), updated for the new ones rather than worked out again from all of them.
     """
     schema = cell.schema
-    head = (b"\x28" + _SMALL[schema << 1 if schema >= 0 else ~(schema << 1)]
-            + _ZERO_THRESHOLD + _uint(7, cell.zero))
+    head = _HEADS.get((schema, cell.zero))
+    if head is None:
+        head = _native_head(schema, cell.zero)
     buckets = cell.buckets
+    keys = list(buckets)
     layout = cell.layout
-    if layout is None or layout[0] != schema or buckets.keys() != layout[1]:
-        layout = cell.layout = _layout(schema, buckets)
-    _, _, sent, spans = layout
+    if layout is None or layout.schema != schema or layout.keys != keys:
+        layout = _relayout(layout, schema, buckets, keys)
+        cell.layout = layout if layout.cacheable else None
+    sent = layout.sent
     if not sent:
         return head
-    counts = list(map(buckets.__getitem__, sent))
-    if counts.count(0) != len(sent) - len(buckets):
-        # A bucket kept with a count of zero is an empty one: send it as such.
-        _, _, sent, spans = _layout(schema, buckets)
+    counts = list(map(buckets.get, sent, repeat(0)))
+    if counts.count(0) != layout.bridged:
+        # A bucket sent as hit is at zero now: only a hand-made cell loses counts.
+        layout = _full_layout(schema, buckets, keys)
+        cell.layout = None
+        sent = layout.sent
         if not sent:
             return head
-        counts = list(map(buckets.__getitem__, sent))
-    deltas = [counts[0], *map(sub, counts[1:], counts[:-1])]
-    pieces = list(map(_DELTA_BYTES.get, deltas))
-    encoded = b"".join(map(_sint, deltas) if None in pieces else pieces)
-    return b"".join((head, spans, b"\x6a", _varint(len(encoded)), encoded))
+        counts = list(map(buckets.get, sent, repeat(0)))
+    try:
+        encoded = b"".join(map(_DELTA_BYTES.__getitem__, map(sub, counts, chain((0,), counts))))
+    except KeyError:  # a delta beyond two bytes
+        encoded = b"".join(map(_sint, map(sub, counts, chain((0,), counts))))
+    return b"".join((head, layout.spans, b"\x6a", _varint(len(encoded)), encoded))
 
 
-def _layout(schema: int, buckets: Mapping[int, int]
-            ) -> tuple[int, frozenset[int], list[int], bytes]:
-    """(schema, the buckets kept, the buckets to send, the spans' bytes) for `native_fields`.
+class _Layout:
+    """What `native_fields` keeps of a cell between renders: everything but the counts.
 
-    The buckets to send are the hit ones and the one or two empty ones bridged between them.
+    `keys` are the cell's bucket indices in its dict's order when this was made (what it is
+    checked against), `sent` the indices sent, ascending (the hit buckets and the empty ones
+    bridged between them), `bridged` how many of those are empty, `starts` and `ends` each
+    span's first and last index, `pieces` each span's encoded bytes and `spans` those joined.
+    Never changed once made: a poll's copy of a cell shares it with the original.
     """
-    hit = frozenset(buckets)
-    keys = [k for k in sorted(hit) if buckets[k]]
-    if not keys:
-        return schema, hit, keys, b""
+
+    __slots__ = ("bridged", "cacheable", "ends", "keys", "pieces", "schema", "sent", "spans",
+                 "starts")
+
+    def __init__(self, schema: int, keys: list[int], sent: list[int], bridged: int,
+                 starts: list[int], ends: list[int], pieces: list[bytes],
+                 cacheable: bool = True) -> None:
+        self.schema, self.keys, self.sent, self.bridged = schema, keys, sent, bridged
+        self.starts, self.ends, self.pieces = starts, ends, pieces
+        self.spans = b"".join(pieces)
+        self.cacheable = cacheable
+
+
+@lru_cache(maxsize=1 << 14)
+def _span(offset: int, length: int) -> bytes:
+    """A span (field 12): few distinct ones occur, so each is encoded once."""
+    payload = b"\x08" + _sint(offset) + b"\x10" + _varint(length)
+    return b"\x62" + _SMALL[len(payload)] + payload  # under 128 bytes
+
+
+def _span_at(starts: list[int], ends: list[int], j: int) -> bytes:
+    """Span `j`'s bytes: its offset is the gap since the previous span (the first one's is
+    its index)."""
+    offset = starts[j] - ends[j - 1] - 1 if j else starts[0]
+    return _span(offset, ends[j] - starts[j] + 1)
+
+
+def _relayout(layout: _Layout | None, schema: int, buckets: Mapping[int, int],
+              keys: list[int]) -> _Layout:
+    """The layout for `keys`: `layout` updated for the buckets added since it was made, when
+    that is all that changed, else worked out afresh. A new bucket touches only the span it
+    joins (or starts) and the offset of the span after it."""
+    if (layout is None or layout.schema != schema or len(keys) <= len(layout.keys)
+            or keys[:len(layout.keys)] != layout.keys):
+        return _full_layout(schema, buckets, keys)
+    sent, starts, ends = list(layout.sent), list(layout.starts), list(layout.ends)
+    pieces = list(layout.pieces)
+    bridged = layout.bridged
+    for k in keys[len(layout.keys):]:
+        if not buckets[k]:
+            return _full_layout(schema, buckets, keys)
+        p = bisect_left(sent, k)
+        if p < len(sent) and sent[p] == k:  # an empty bucket bridged so far
+            bridged -= 1
+            continue
+        j = bisect_right(starts, k) - 1  # the span before k (k is in none)
+        left = j >= 0 and k - ends[j] <= 3
+        right = j + 1 < len(starts) and starts[j + 1] - k <= 3
+        if left and right:
+            added = range(ends[j] + 1, starts[j + 1])
+            ends[j] = ends[j + 1]
+            del starts[j + 1], ends[j + 1], pieces[j + 1]
+        elif left:
+            added = range(ends[j] + 1, k + 1)
+            ends[j] = k
+        elif right:
+            j += 1
+            added = range(k, starts[j])
+            starts[j] = k
+        else:
+            j += 1
+            added = range(k, k + 1)
+            starts.insert(j, k)
+            ends.insert(j, k)
+            pieces.insert(j, b"")
+        for changed in range(j, min(j + 2, len(starts))):
+            pieces[changed] = _span_at(starts, ends, changed)
+        sent[p:p] = added
+        bridged += len(added) - 1
+    return _Layout(schema, keys, sent, bridged, starts, ends, pieces)
+
+
+def _full_layout(schema: int, buckets: Mapping[int, int], keys: list[int]) -> _Layout:
+    """The layout worked out from all of the cell's buckets. A cell keeping a bucket at zero
+    (never one the exporter fills, whose counts only grow) is not cached: that bucket could
+    be hit again without the keys changing."""
+    if 0 in buckets.values():
+        hit = sorted(k for k, c in buckets.items() if c)
+        cacheable = False
+    else:
+        hit = sorted(keys)
+        cacheable = True
+    if not hit:
+        return _Layout(schema, keys, [], 0, [], [], [], cacheable)
     # One byte per pair of neighbouring hit buckets: 1 next to each other, 2 or 3 with one
     # or two empty buckets between (bridged by zero deltas), 4 or more for a new span.
-    distances = list(map(sub, keys[1:], keys[:-1]))
+    distances = list(map(sub, hit[1:], hit[:-1]))
     try:
         gaps = bytes(distances)
     except ValueError:
         gaps = bytes(map(_GAP.get, distances, repeat(4)))
-    sent: list[int] = []
-    spans = []
-    offset = first = keys[0]
-    done = 0
-    for match in _APART.finditer(gaps):
-        k = match.start()
-        sent += keys[done:k + 1]
-        done = k + 1
-        if gaps[k] >= 4:
-            spans.append((offset, keys[k] - first + 1))
-            offset, first = keys[k + 1] - keys[k] - 1, keys[k + 1]
-        else:
-            sent += range(keys[k] + 1, keys[k + 1])
-    sent += keys[done:]
-    spans.append((offset, keys[-1] - first + 1))
-    span_bytes = []
-    for o, length in spans:
-        payload = b"\x08" + _sint(o) + b"\x10" + _varint(length)
-        span_bytes.append(b"\x62" + _SMALL[len(payload)] + payload)  # field 12, under 128 bytes
-    return schema, hit, sent, b"".join(span_bytes)
+    breaks = [m.start() for m in _APART.finditer(gaps)]
+    starts = [hit[0], *[hit[b + 1] for b in breaks]]
+    ends = [*[hit[b] for b in breaks], hit[-1]]
+    sent = list(chain.from_iterable(map(range, starts, map(add, ends, repeat(1)))))
+    pieces = [_span_at(starts, ends, j) for j in range(len(starts))]
+    return _Layout(schema, keys, sent, len(sent) - len(hit), starts, ends, pieces, cacheable)
 
 
 class ProtobufEncoder:
@@ -274,6 +376,7 @@ class ProtobufEncoder:
         of them, after a poll that read a few rows) reuses its bytes."""
         finite = len(part.bounds)
         bound_bytes = self._bound_bytes(part.bounds)
+        finite_bounds = bound_bytes[:finite]
         for labels, cell in part.cells.items():
             native = part.native.get(labels)
             if native is None:
@@ -293,20 +396,34 @@ class ProtobufEncoder:
             encoded = last[0] if last is not None else _label_pairs(
                 self._pairs(names, part.prefix + labels))
             cumulative = list(accumulate(map(int, values[:-1])))
-            counts = list(map(_varint, cumulative))
-            # Field 3 (a Bucket) of 1 + len(count) + 9 bytes: always one length byte.
-            buckets = [b"\x1a" + _SMALL[10 + len(c)] + b"\x08" + c + b
-                       for c, b in zip(counts[:finite], bound_bytes, strict=False)]
+            start = b"\x08" + _varint(cumulative[-1]) + b"\x11" + _pack_double(cell[-1])
+            if cumulative[-1] < len(_BUCKET_HEADS) and not marks:
+                # Every count below the table's end (the total is the largest): looked up.
+                heads = map(_BUCKET_HEADS.__getitem__, cumulative)
+                body = b"".join((start, *chain.from_iterable(
+                    zip(heads, finite_bounds, strict=False)), native_bytes))
+                message = encoded + b"\x3a" + _varint(len(body)) + body  # field 7
+                kept[labels] = (encoded, values, native_bytes, marks, message)
+                out.append(message)
+                continue
+            finite_counts = cumulative[:finite]
+            # Below the table's end (cumulative counts only rise) the heads are looked up.
+            small = bisect_left(finite_counts, len(_BUCKET_HEADS))
+            heads = [*map(_BUCKET_HEADS.__getitem__, finite_counts[:small]),
+                     *map(_bucket_head, finite_counts[small:])]
             if marks:
+                buckets = [h + b for h, b in zip(heads, bound_bytes, strict=False)]
                 for i, exemplar in marks.items():
-                    bucket = _field(3, b"\x08" + counts[i] + bound_bytes[i]
+                    bucket = _field(3, b"\x08" + _varint(cumulative[i]) + bound_bytes[i]
                                     + _field(3, _exemplar(exemplar)))
                     if i < finite:
                         buckets[i] = bucket
                     else:
                         buckets.append(bucket)
-            body = b"".join((_uint(1, cumulative[-1]), _double(2, cell[-1]), *buckets,
-                             native_bytes))
+                body = b"".join((start, *buckets, native_bytes))
+            else:
+                body = b"".join((start, *chain.from_iterable(
+                    zip(heads, bound_bytes, strict=False)), native_bytes))
             message = encoded + _field(7, body)
             kept[labels] = (encoded, values, native_bytes, dict(marks) if marks else marks,
                             message)

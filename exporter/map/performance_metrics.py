@@ -8,6 +8,8 @@ instead of replaying them.
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from bisect import bisect_right
 from collections import Counter
 from math import floor
@@ -20,7 +22,7 @@ from exporter.aggregates import Labels, thresholds_us
 from exporter.counts import NEGATIVE, NOT_FINITE, NULL
 from exporter.map.base import Context, Incremental, Mapping
 from exporter.map.performance_baselines import BaselineHistory
-from exporter.native import NativeSpec
+from exporter.native import NativeSpec, Positions
 
 HIST = "pggit_operation_duration_seconds"
 ERRORS = "pggit_operation_errors_total"
@@ -47,6 +49,9 @@ class PerformanceMetrics(Mapping):
                  native: NativeSpec | None = None):
         self.thresholds = thresholds_us(bounds)
         self.native = NativeSpec() if native is None else native
+        self.positions = Positions(self.native, self.thresholds)
+        if len(self.positions.thresholds) >= 1 << 15:
+            raise ValueError("too many bucket thresholds for the backfill's two-byte positions")
         self.baselines = baselines
 
     def observe_rows(self, ctx: Context, rows: list[tuple[Any, ...]]) -> None:
@@ -57,39 +62,44 @@ class PerformanceMetrics(Mapping):
         additions. Sums stay integer microseconds until the flush, which also makes them add up
         exactly like the aggregate backfill does. Only a row above its operation's lowest
         threshold is judged against the baseline history. Native buckets are filed at the
-        flush, all durations of a series at once (see `_Series.flush`).
+        flush, all rows of a series at once (see `_Series.flush`). One bisect among both
+        kinds of threshold (`exporter.native.Positions`) tells a row's classic and native
+        bucket: a bisect of the native thresholds and an int per row less than bisecting
+        each kind.
         """
         page: dict[tuple[str, int | None], _Series] = {}
-        thresholds = self.thresholds
+        thresholds, classic_of = self.positions.thresholds, self.positions.classic
         for key, _, op, branch_id, us, cpu, affected, failed, at in rows:
             if us is None or us < 0:
                 ctx.invalid(self.table, key, "duration_microseconds",
                             NULL if us is None else NEGATIVE, us)
                 continue
-            if cpu is not None and cpu < 0:
-                ctx.invalid(self.table, key, "cpu_microseconds", NEGATIVE, cpu)
-                cpu = None
-            if affected is not None and affected < 0:
-                ctx.invalid(self.table, key, "rows_affected", NEGATIVE, affected)
-                affected = None
             s = page.get((op, branch_id))
             if s is None:
                 s = page[(op, branch_id)] = self._series(ctx, op, branch_id)
-            s.cell[bisect_right(thresholds, us)] += 1
-            s.durations.append(us)
+            position = bisect_right(thresholds, us)
+            s.cell[classic_of[position]] += 1
+            s.positions.append(position)
             s.us += us
             if failed:
                 s.failed += 1
+            # Zero and NULL skip both tests; a negative count is left out, as invalid.
             if cpu:
-                s.cpu += cpu
+                if cpu > 0:
+                    s.cpu += cpu
+                else:
+                    ctx.invalid(self.table, key, "cpu_microseconds", NEGATIVE, cpu)
             if affected:
-                s.affected += affected
+                if affected > 0:
+                    s.affected += affected
+                else:
+                    ctx.invalid(self.table, key, "rows_affected", NEGATIVE, affected)
             if us > s.lowest:
                 threshold = self.baselines.threshold_at(op, branch_id, at)
                 if threshold is not None and us > threshold:
                     s.violations += 1
         for s in page.values():
-            s.flush(ctx, self.native)
+            s.flush(ctx, self.native, self.positions)
 
     @staticmethod
     def _labels(ctx: Context, op: str, branch_id: int | None) -> tuple[Labels, tuple[str, ...]]:
@@ -118,67 +128,83 @@ class PerformanceMetrics(Mapping):
                  max_id: int) -> None:
         """One grouped scan for the histograms, one filtered scan for violation candidates.
 
-        Rows the incremental path rejects (NULL or negative duration) form their own groups,
-        bucket NULL or -1, and negative CPU or row counts and infinite times are counted per
-        group, so they are counted as invalid exactly as replaying them would. Groups are by
-        classic and native bucket both; the native one is the same threshold position
-        `observe_rows` takes (width_bucket is bisect_right).
+        The grouped scan aggregates in two stages. SQL sums each series (operation, branch
+        id) and hands over each row's bucket position, two bytes a row (`string_agg` of
+        `int2send`); Python counts the positions per series (`Counter` over an array, in C).
+        Grouping in SQL by series and by bucket, with a hundred native buckets per series,
+        built a hash table of some 150 groups per series that cost twice the scan (1M rows:
+        1.9 s of a 2.8 s backfill, against 0.5 s with the classic buckets alone).
+
+        The position is the row's place among the classic and native thresholds merged
+        (`exporter.native.Positions`; `width_bucket` is `bisect_right`, as `observe_rows`
+        files a row), which tells both buckets.
+
+        The series are read one at a time from the result (2 bytes a row in all, 20 MB at 10M
+        rows), not all made Python rows at once.
+
+        Rows the incremental path rejects (NULL or negative duration) are counted per series
+        and left out of the rest, and negative CPU or row counts and infinite times are
+        counted per series, so they are counted as invalid exactly as replaying them would.
         """
         n = len(self.thresholds) + 1
         first = self.native.first
+        classic_of, native_of = self.positions.classic, self.positions.native
         rows = conn.execute(sql.SQL(
             """SELECT operation_type, branch_id,
-                      CASE WHEN duration_microseconds >= 0
-                           THEN width_bucket(duration_microseconds, %(thr)s::bigint[])
-                           WHEN duration_microseconds < 0 THEN -1 END,
-                      width_bucket(duration_microseconds, %(native)s::bigint[]),
-                      count(*), sum(duration_microseconds),
-                      count(*) FILTER (WHERE error_details IS NOT NULL),
-                      sum(cpu_microseconds) FILTER (WHERE cpu_microseconds >= 0),
-                      sum(rows_affected) FILTER (WHERE rows_affected >= 0),
-                      count(*) FILTER (WHERE cpu_microseconds < 0),
-                      count(*) FILTER (WHERE rows_affected < 0),
-                      count(*) FILTER (WHERE NOT isfinite(recorded_at))
+                      count(*) FILTER (WHERE duration_microseconds IS NULL),
+                      count(*) FILTER (WHERE duration_microseconds < 0),
+                      count(*) FILTER (WHERE NOT isfinite(recorded_at)),
+                      sum(duration_microseconds) FILTER (WHERE duration_microseconds >= 0),
+                      count(*) FILTER (WHERE duration_microseconds >= 0
+                                         AND error_details IS NOT NULL),
+                      sum(cpu_microseconds) FILTER (WHERE duration_microseconds >= 0
+                                                      AND cpu_microseconds >= 0),
+                      sum(rows_affected) FILTER (WHERE duration_microseconds >= 0
+                                                   AND rows_affected >= 0),
+                      count(*) FILTER (WHERE duration_microseconds >= 0
+                                         AND cpu_microseconds < 0),
+                      count(*) FILTER (WHERE duration_microseconds >= 0
+                                         AND rows_affected < 0),
+                      string_agg(int2send(width_bucket(duration_microseconds,
+                                                       %(positions)s::bigint[])::int2),
+                                 ''::bytea) FILTER (WHERE duration_microseconds >= 0)
                FROM {} WHERE metric_id <= %(max)s
-               GROUP BY 1, 2, 3, 4""").format(table),
-            {"thr": self.thresholds, "native": self.native.thresholds,
-             "max": max_id}).fetchall()
+               GROUP BY 1, 2""").format(table),
+            {"positions": self.positions.thresholds, "max": max_id})
         key = f"metric_id <= {max_id} (backfill)"
         odd: dict[tuple[str, str], int] = {}
-        # Groups are many (a series has a hundred native buckets), so they are summed per
-        # series here and each series is added to the aggregates once.
-        series: dict[tuple[str, int | None], _Backfilled] = {}
-        for (op, branch_id, bucket, native, count, total, failed, cpu, affected, bad_cpu,
-             bad_rows, bad_time) in rows:
-            odd[("recorded_at", NOT_FINITE)] = odd.get(("recorded_at", NOT_FINITE), 0) + bad_time
-            if bucket is None or bucket < 0:
-                column = ("duration_microseconds", NULL if bucket is None else NEGATIVE)
-                odd[column] = odd.get(column, 0) + count
-                continue
-            for column, bad in ((("cpu_microseconds", NEGATIVE), bad_cpu),
+        for (op, branch_id, null, negative, bad_time, total, failed, cpu, affected, bad_cpu,
+             bad_rows, positions) in rows:
+            for column, bad in ((("duration_microseconds", NULL), null),
+                                (("duration_microseconds", NEGATIVE), negative),
+                                (("recorded_at", NOT_FINITE), bad_time),
+                                (("cpu_microseconds", NEGATIVE), bad_cpu),
                                 (("rows_affected", NEGATIVE), bad_rows)):
                 odd[column] = odd.get(column, 0) + bad
-            s = series.get((op, branch_id))
-            if s is None:
-                s = series[(op, branch_id)] = _Backfilled(n)
-            s.counts[bucket] += count
-            if native:
-                s.native[first + native] += count
-            else:
-                s.zero += count
-            s.total += total
-            s.failed += failed
-            s.cpu += cpu or 0
-            s.affected += affected or 0
-        for (op, branch_id), s in series.items():
+            if positions is None:
+                continue  # only rows with invalid durations
+            counted = array("h")
+            counted.frombytes(positions)
+            if sys.byteorder == "little":
+                counted.byteswap()  # int2send writes network order
+            counts = [0] * n
+            native: Counter[int] = Counter()
+            zero = 0
+            for position, count in Counter(counted).items():
+                counts[classic_of[position]] += count
+                index = native_of[position]
+                if index:
+                    native[first + index] += count
+                else:
+                    zero += count
             labels, folded = self._labels(ctx, op, branch_id)
             for label in folded:
-                ctx.cap.overflowed(label, sum(s.counts))
-            ctx.agg.add_buckets(HIST, labels, s.counts, float(s.total) / 1e6)
-            ctx.agg.add_native(HIST, labels, s.native, s.zero)
+                ctx.cap.overflowed(label, len(counted))
+            ctx.agg.add_buckets(HIST, labels, counts, float(total) / 1e6)
+            ctx.agg.add_native(HIST, labels, native, zero)
             ctx.agg.touch(VIOLATIONS, labels)
-            for name, amount in ((ERRORS, s.failed), (CPU, float(s.cpu) / 1e6),
-                                 (ROWS, s.affected)):
+            for name, amount in ((ERRORS, failed), (CPU, float(cpu or 0) / 1e6),
+                                 (ROWS, affected or 0)):
                 if amount:
                     ctx.agg.inc(name, labels, float(amount))
         self._count_odd(ctx, key, odd)
@@ -213,17 +239,6 @@ class PerformanceMetrics(Mapping):
                 ctx.invalid(self.table, key, column, reason, rows=rows)
 
 
-class _Backfilled:
-    """One (operation, branch id)'s groups of the backfill query, summed."""
-
-    __slots__ = ("affected", "counts", "cpu", "failed", "native", "total", "zero")
-
-    def __init__(self, buckets: int):
-        self.counts = [0] * buckets
-        self.native: Counter[int] = Counter()
-        self.zero = self.total = self.failed = self.cpu = self.affected = 0
-
-
 class _Series:
     """One (operation, branch id)'s sums within a page, added to the aggregates at the end.
 
@@ -233,7 +248,7 @@ class _Series:
     the `__other__` cell, and the overflow counter needs this series' rows alone.
     """
 
-    __slots__ = ("affected", "cell", "cpu", "durations", "failed", "folded", "labels", "lowest",
+    __slots__ = ("affected", "cell", "cpu", "failed", "folded", "labels", "lowest", "positions",
                  "target", "us", "violations")
 
     def __init__(self, labels: Labels, target: list[float], lowest: float,
@@ -243,14 +258,14 @@ class _Series:
         self.cell = [0] * len(target) if folded else target
         self.lowest = lowest
         self.folded = folded
-        self.durations: list[int] = []
+        self.positions: list[int] = []
         self.us = self.failed = self.cpu = self.affected = self.violations = 0
 
-    def flush(self, ctx: Context, native: NativeSpec) -> None:
-        """Add the page's sums; the native buckets count the page's durations of the series
-        in one pass of C code (`NativeCell.add_durations_us`)."""
+    def flush(self, ctx: Context, native: NativeSpec, positions: Positions) -> None:
+        """Add the page's sums; the native buckets count the page's rows of the series by
+        their positions in one pass of C code (`NativeCell.add_positions`)."""
         agg, labels, target = ctx.agg, self.labels, self.target
-        agg.native_cell(HIST, labels).add_durations_us(native, self.durations)
+        agg.native_cell(HIST, labels).add_positions(native, positions, self.positions)
         if self.folded:
             rows = sum(self.cell)
             for i, count in enumerate(self.cell):

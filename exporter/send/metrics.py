@@ -11,7 +11,12 @@ TLS, headers, timeout, retries, `OTEL_EXPORTER_OTLP_METRICS_*`).
   index shifted by one (OTLP's bucket i is (base^i, base^(i+1)], Prometheus' is
   (base^(i-1), base^i]). The zero bucket holds the 0 µs durations.
 - Counters are cumulative monotonic sums (named without `_total`, as OTLP names them), gauges
-  are gauges. Labels become data point attributes.
+  are gauges. The catalog's labels become data point attributes.
+- What a database's series share goes on the resource, not on every point: one resource per
+  database, with its static labels (`databases[].labels`) and the process's `replica`; the
+  series of no database (build info, reload status) go on a resource with `replica` only.
+  OTLP backends turn resource attributes into labels (or target info) themselves, so a point
+  repeating them would only cost bytes on every push.
 - Temporality is cumulative with the start time of this process: counts restored from the
   state file are part of the first push, as they are of the first scrape.
 """
@@ -94,9 +99,43 @@ def exponential_buckets(cell: NativeCell) -> Buckets:
     return Buckets(low - 1, [cell.buckets.get(i, 0) for i in range(low, high + 1)])
 
 
-def metrics_data(parts: Iterable[Part], resource: Resource, start_ns: int,
-                 now_ns: int) -> MetricsData:
-    """Every part as OTLP metrics, one Metric per catalog name (databases merged)."""
+def resources(base: Mapping[str, str], static_labels: Mapping[str, Mapping[str, str]],
+              common_labels: Mapping[str, str],
+              databases: Iterable[str | None]) -> dict[str | None, Resource]:
+    """The resource of each database (None: the process's series of no database).
+
+    The static labels come first so that the exporter's own attributes win a clash, as on
+    the trace resource (label names have no dots, so only a deliberate clash could).
+    """
+    out: dict[str | None, Resource] = {}
+    for db in databases:
+        attributes = {**(static_labels.get(db, {}) if db is not None else {}),
+                      **common_labels, **base}
+        if db is not None:
+            attributes["pggit.database"] = db
+        out[db] = Resource(attributes)
+    return out
+
+
+def _database(part: Part) -> str | None:
+    """The database a part belongs to: sources put its name first in the prefix."""
+    return part.prefix[0] if part.prefix and metric(part.name).per_database else None
+
+
+def metrics_data(parts: Iterable[Part], resource: Mapping[str | None, Resource],
+                 start_ns: int, now_ns: int) -> MetricsData:
+    """Every part as OTLP metrics: one ResourceMetrics per database (by `_database`), in it
+    one Metric per catalog name."""
+    by_database: dict[str | None, list[Part]] = {}
+    for part in parts:
+        by_database.setdefault(_database(part), []).append(part)
+    return MetricsData([
+        ResourceMetrics(resource[db], [ScopeMetrics(SCOPE, _metrics(db_parts, start_ns, now_ns),
+                                                    "")], "")
+        for db, db_parts in by_database.items()])
+
+
+def _metrics(parts: Iterable[Part], start_ns: int, now_ns: int) -> list[Metric]:
     points: dict[str, list[object]] = {}
     for part in parts:
         spec = metric(part.name)
@@ -131,26 +170,35 @@ def metrics_data(parts: Iterable[Part], resource: Resource, start_ns: int,
             data = Gauge(data_points)
         result.append(Metric(spec.family if spec.kind == "counter" else spec.name, spec.help,
                              UNITS.get(spec.unit or "", ""), data))
-    return MetricsData([ResourceMetrics(resource, [ScopeMetrics(SCOPE, result, "")], "")])
+    return result
 
 
 class MetricsPusher:
     """A thread that pushes the published series every `interval`, and once more on stop."""
 
     def __init__(self, parts: Callable[[], Iterable[Part]], exporter: MetricExporter,
-                 interval: float, resource: Resource | None = None):
+                 interval: float,
+                 labels: Callable[[], tuple[Mapping[str, Mapping[str, str]],
+                                            Mapping[str, str]]] = lambda: ({}, {})):
+        """`labels` gives the static labels by database and the common ones (`replica`) at
+        each push: a reload may change them."""
         self.parts = parts
         self.exporter = exporter
         self.interval = interval
-        self.resource = resource or Resource.create({"service.name": "pggit-exporter",
-                                                     "service.version": __version__})
+        self.labels = labels
+        self.base = dict(Resource.create({"service.name": "pggit-exporter",
+                                          "service.version": __version__}).attributes)
         self.start_ns = time.time_ns()
         self.pushes = self.failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def push(self) -> bool:
-        data = metrics_data(self.parts(), self.resource, self.start_ns, time.time_ns())
+        parts = list(self.parts())
+        static_labels, common_labels = self.labels()
+        data = metrics_data(parts, resources(self.base, static_labels, common_labels,
+                                             {_database(part) for part in parts}),
+                            self.start_ns, time.time_ns())
         try:
             ok = self.exporter.export(data) is MetricExportResult.SUCCESS
         except Exception as exc:  # the exporter's errors must not end the thread
