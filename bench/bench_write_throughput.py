@@ -144,7 +144,7 @@ def one(variant: str, server: Any, dbname: str, admin: psycopg.Connection, state
         tps = pgbench(server.bin_dir, parts, script, args.clients, args.seconds)
         wall = time.perf_counter() - started
         cpu = (cpu_seconds(exporter.proc.pid) - cpu0) / wall if exporter else 0.0
-        return {"spans_per_second": round(tps, 1), "exporter_cpu_cores": round(cpu, 3)}
+        return {"transactions_per_second": round(tps, 1), "exporter_cpu_cores": round(cpu, 3)}
     finally:
         if exporter is not None:
             exporter.stop()
@@ -192,9 +192,10 @@ def main() -> None:
                                   old_tree) for v in order}
                     row = {v: ran[v] for v in VARIANTS}
                     row["order"] = list(order)
+                    base = row["none"]["transactions_per_second"]
                     for v in VARIANTS:
                         row[v]["ratio_to_none"] = round(
-                            row[v]["spans_per_second"] / row["none"]["spans_per_second"], 3)
+                            row[v]["transactions_per_second"] / base, 3)
                     rounds.append(row)
                     print(f"round {r + 1}:", row, flush=True)
                 stop_live.set()
