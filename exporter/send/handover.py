@@ -7,10 +7,10 @@ its announcement is not kept. On takeover it sends the candidates that are left.
 
 Why this state is checkpointed: a standby's read position moves past the spans it keeps, so
 after a restart it never reads them again. If the holder then died, the spans it had not sent
-would be lost. The forwarder saves `to_json()` next to its read position; candidates are saved
-by span key ("s:<span_id>", "t:<span_id>", "m:<merge id>", as the `unsent` list has them), and
-a restored candidate stays a key until takeover, when the forwarder re-reads it by key the way
-it re-reads `unsent` (same ids). Announcements made while the standby was down are not queued
+would be lost. The span source saves `to_json()` next to its read position; candidates are
+saved by span key ("s:<span_id>", "t:<span_id>", "m:<merge id>", as the `unsent` list has
+them), and a restored candidate stays a key until takeover, when the span source re-reads it
+by key the way it re-reads `unsent` (same ids). Announcements made while the standby was down are not queued
 for it: `exporter.send.lease` has the holder repeat its recent ones when a standby (re)starts
 listening.
 

@@ -46,7 +46,7 @@ PAYLOAD_LIMIT = 7900
 SYNC = "sync"
 """A standby's request to repeat recent announcements (not hex, so never a digest)."""
 HISTORY = 100_000
-"""Announced digests a holder remembers for a `sync` when the forwarder gives no size."""
+"""Announced digests a holder remembers for a `sync` when the span source gives no size."""
 
 
 def digest(key: str) -> str:
