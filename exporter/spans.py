@@ -549,13 +549,15 @@ class SpanSource:
 
     def _resend(self, conn: psycopg.Connection, xmax: int, now_us: int,
                 out: list[Group]) -> None:
-        """Spans the last run had not confirmed sent: re-read by key, same ids."""
-        keys, self.unsent = self.unsent, []
+        """Spans the last run had not confirmed sent: re-read by key, same ids. The keys
+        stay in `unsent` (and so in the next checkpoint) until the reads succeeded."""
+        keys = self.unsent
         span_keys = [k[2:] for k in keys if k[:2] in ("s:", "t:")]
         rows = {r.span_id: r for r in self.spans.by_ids(conn, span_keys, xmax)}
         merge_ids = [int(k[2:]) for k in keys if k.startswith("m:")]
         merges = ({r.merge_metric_id: r for r in self.merges.by_ids(conn, merge_ids)}
                   if self.merges is not None else {})
+        self.unsent = []
         for key in keys:
             kind, ident = key[:2], key[2:]
             if kind == "m:":
@@ -691,7 +693,7 @@ class SpanSource:
         continues, never for a poll that only re-read rows it had handled already."""
         step, out, healthy, limit = self._step, self._out, self._healthy, self._limit
         spans_on = self._bound is not None
-        if self.unsent:
+        if self.unsent and spans_on:
             # Queued first, before newer spans, as they were read first.
             resent: list[Group] = []
             with self._lock:

@@ -241,3 +241,29 @@ def test_span_duration_histogram_carries_trace_id_exemplars(
     text = Encoder(openmetrics=True).encode(forwarder.collect()).decode()
     assert 'trace_id="11111111222233334444555555555555"' in text
     assert 'pggit_span_duration_seconds_count{database="main",operation_type="commit"' in text
+
+
+def test_unsent_spans_wait_while_the_span_table_cannot_be_read(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    """Keys of spans not yet accepted stay in the checkpoint while their table is gone (a
+    migration renaming it, a revoked grant), and are sent once when it is back."""
+    write_ended(writer, ["kept"])
+    receiver.refuse = True
+    first = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, timeout=0.5))
+    first.poll_once()
+    first.stop(timeout=0.5)
+    assert json.loads((tmp_path / "main.json").read_text())["traces"]["unsent"] == ["s:kept"]
+    receiver.refuse = False
+    writer.execute("ALTER TABLE pggit.operation_traces RENAME TO operation_traces_away")
+    try:
+        second = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+        drain(second)
+        second.stop(timeout=1)
+    finally:
+        writer.execute("ALTER TABLE pggit.operation_traces_away RENAME TO operation_traces")
+    assert receiver.spans == []
+    assert json.loads((tmp_path / "main.json").read_text())["traces"]["unsent"] == ["s:kept"]
+    third = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver))
+    drain(third)
+    third.stop(timeout=1)
+    assert {k: len(v) for k, v in receiver.by_pggit_span_id().items()} == {"kept": 1}

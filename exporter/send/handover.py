@@ -10,9 +10,9 @@ after a restart it never reads them again. If the holder then died, the spans it
 would be lost. The span source saves `to_json()` next to its read position; candidates are
 saved by span key ("s:<span_id>", "t:<span_id>", "m:<merge id>", as the `unsent` list has
 them), and a restored candidate stays a key until takeover, when the span source re-reads it
-by key the way it re-reads `unsent` (same ids). Announcements made while the standby was down are not queued
-for it: `exporter.send.lease` has the holder repeat its recent ones when a standby (re)starts
-listening.
+by key the way it re-reads `unsent` (same ids). Announcements made while the standby was down
+are not queued for it: `exporter.send.lease` has the holder repeat its recent ones when a
+standby (re)starts listening.
 
 Bounds: at most `limit` candidates (half the queue, see `limit_for`) and `4 * limit`
 announced digests. Candidates beyond the bound are cut oldest first and returned by `keep()`,
