@@ -130,7 +130,7 @@ class DatabasePoller:
         ]
         self.cap = LabelCap(cfg.max_label_values, cfg.max_label_length, self._overflow)
         if spans is not None:
-            spans.attach(self.cap, exposition.changed)
+            spans.attach(self.cap, exposition.changed if exposition is not None else _quiet)
         self.branches = BranchNames()
         self.bounds = {"pggit_operation_duration_seconds": cfg.buckets,
                        "pggit_merge_duration_seconds": cfg.merge_buckets}
@@ -537,6 +537,10 @@ class DatabasePoller:
             yield families.Series(gauge_name, series, prefix)
         if self.spans is not None and enabled.get(SPANS, not enabled):
             yield from self.spans.collect()
+
+
+def _quiet() -> None:
+    """What a detached poller (the reload's probe) tells instead of a page."""
 
 
 def newest_time(conn: psycopg.Connection, m: Mapping, table: sql.Composed) -> float | None:

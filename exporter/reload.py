@@ -25,6 +25,7 @@ from exporter.expose import web_config
 from exporter.expose.families import Part, Series
 from exporter.expose.self_metrics import SelfMetrics
 from exporter.poller import DatabasePoller
+from exporter.spans import SpanSource
 
 if TYPE_CHECKING:
     from exporter.service import Service
@@ -117,8 +118,15 @@ class Reloader:
         for db_cfg in cfg.owned_databases:
             if db_cfg.name not in changed:
                 continue
-            # A detached poller: its self-metrics go nowhere, it never connects.
-            probe = DatabasePoller(cfg, db_cfg, None, SelfMetrics(), None)  # type: ignore[arg-type]
+            # A detached poller (its self-metrics go nowhere, it never connects) with the span
+            # source the database would have, minus sending: both parts of the state are tried.
+            spans = (None if "operation_traces" in db_cfg.disabled_collectors else SpanSource(
+                db_cfg.name, db_cfg.schema, db_cfg.table, cfg.traces, SelfMetrics(),
+                cfg.span_buckets, db_cfg.name, send=False,
+                full_pass_interval=cfg.traces.full_pass_interval, gap_grace=cfg.gap_grace,
+                native=cfg.native))
+            probe = DatabasePoller(cfg, db_cfg, None, SelfMetrics(), None,  # type: ignore[arg-type]
+                                   spans)
             try:
                 probe.load()
             except CheckpointError as exc:

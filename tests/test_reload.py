@@ -129,6 +129,19 @@ def test_changed_buckets_that_the_checkpoint_cannot_continue_are_rejected(
     assert exporter.poller is running
 
 
+def test_changed_span_buckets_that_the_checkpoint_cannot_continue_are_rejected(
+        exporter: InProcess) -> None:
+    """The span histograms are part of the same state file: the probe tries them too."""
+    running = exporter.poller
+    edit(exporter.cfg_path, lambda d: d.update(span_buckets=[0.1, 1, 10]))
+    status, lines = post_reload(exporter.port)
+    assert status == 500
+    assert len(lines) == 1
+    assert lines[0].startswith("databases: 'main' cannot resume its state with the new settings")
+    assert "bucket bounds of pggit_span_duration_seconds changed" in lines[0]
+    assert exporter.poller is running
+
+
 def test_changed_listen_address_is_logged_as_needing_a_restart(
         exporter: InProcess, caplog: pytest.LogCaptureFixture) -> None:
     port = exporter.port
