@@ -221,15 +221,8 @@ class NativeCell:
         first, thresholds = _boundaries(self.schema)[0], _thresholds(self.schema)
         buckets = self.buckets
         buckets.update(map(add, map(bisect_right, repeat(thresholds), durations), repeat(first)))
-        zeros = durations.count(0)
-        if zeros:
-            # 0 µs is below every threshold, so it was counted at position 0: bucket `first`.
-            self.zero += zeros
-            buckets[first] -= zeros
-            if not buckets[first]:
-                del buckets[first]
-        if len(buckets) > spec.max_buckets:
-            self.fit(spec.max_buckets)
+        # 0 µs is below every threshold, so it was counted at position 0: bucket `first`.
+        self._settle(spec, first, durations.count(0))
 
     def add_positions(self, spec: NativeSpec, positions: Positions, counted: list[int]) -> None:
         """Count durations given by their `Positions` position (the hot path bisects once per
@@ -240,9 +233,14 @@ class NativeCell:
         table = positions.indices(self.schema)
         buckets = self.buckets
         buckets.update(map(table.__getitem__, counted))
-        zeros = counted.count(0)
+        # 0 µs is counted at position 0's bucket: it belongs in the zero bucket.
+        self._settle(spec, table[0], counted.count(0))
+
+    def _settle(self, spec: NativeSpec, first: int, zeros: int) -> None:
+        """After counting in bulk: move the `zeros` durations of 0 µs, counted in bucket
+        `first`, to the zero bucket, and halve the resolution if the cell is over its limit."""
+        buckets = self.buckets
         if zeros:
-            first = table[0]  # 0 µs is counted at position 0's bucket: it is the zero bucket
             self.zero += zeros
             buckets[first] -= zeros
             if not buckets[first]:
