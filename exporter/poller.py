@@ -218,7 +218,12 @@ class DatabasePoller:
             self._thread.join(timeout=10)
         if self.spans is not None:
             self.spans.stop(deadline)
-        if self.loaded:
+        if self._thread is not None and self._thread.is_alive():
+            # Still inside a poll (a query past the join's wait): its state is half swapped,
+            # so the last checkpoint on disk stays the one a restart resumes from.
+            log.warning("stopped while a poll was still running; resuming from the last "
+                        "checkpoint", extra={"database": self.name})
+        elif self.loaded:
             try:
                 self._checkpoint(force=True)
             except (OSError, checkpoint.CheckpointError) as exc:
