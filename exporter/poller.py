@@ -239,6 +239,13 @@ class DatabasePoller:
             try:
                 backlog = self.poll_once()
                 failures = 0
+            except CollectorFailed as exc:
+                # That collector waits for its own retry time; the others poll on at the
+                # usual pace. Backing the whole poll off as well would, with the jitter, start
+                # the next poll after that retry time about half the time, and fail it again.
+                before = self.failing.get(exc.collector)
+                self._failed(exc, 1 + (before.attempts if before is not None else 0))
+                failures = 0
             except Exception as exc:
                 failures += 1
                 self._failed(exc, failures)
