@@ -183,12 +183,9 @@ class SpanSource:
         self._healthy = True
         self._out: list[Group] = []
         self._step = {"consumed": 0, "handed": 0, "dropped": 0, "timed_out": 0}
-        self.late_ends = 0
         self.last_consumed = 0
         self._restored_shown: dict[str, int] = {}
-        self.restore(None)
-        self._published = self._parts()
-        self._pending_parts = self._published
+        self.restore(None)  # the empty state; the poller's load() restores the saved one
         if self.sender is not None:
             for result in ("exported", "dropped", "timed_out"):
                 self._counter(result)
