@@ -240,3 +240,31 @@ def test_candidates_taken_over_but_not_yet_re_read_stay_in_the_checkpoint(
     saved = json.loads((tmp_path / "main.json").read_text())["traces"]
     assert saved["unsent"] == ["s:restored", "s:before"]
     assert saved["handover"]["candidates"] == []
+
+
+def test_a_new_holder_repeats_what_the_previous_holder_announced(pggit_dsn: str) -> None:
+    """A standby restarted after the holder's death restores candidates that holder sent
+    after the standby's last checkpoint: the new holder heard those announcements as a
+    standby, and its answer to `sync` carries them, so the restarted one drops them."""
+    heard: dict[str, list[str]] = {"first": [], "second": [], "restarted": []}
+
+    def lease(name: str) -> SpanLease:
+        return SpanLease("main", lambda: psycopg.connect(pggit_dsn, autocommit=True),
+                         "pggit", "operation_traces", heard[name].extend)
+
+    first, second, restarted = lease("first"), lease("second"), lease("restarted")
+    try:
+        assert first.refresh()
+        assert not second.refresh()
+        first.announce(["s:1", "s:2"])
+        first.close()  # the holder dies
+        assert second.refresh()  # takes over, hearing s:1 and s:2 on the way
+        assert heard["second"] == [digest("s:1"), digest("s:2")]
+        second.announce(["s:3"])
+        assert not restarted.refresh()  # LISTEN, then `sync`
+        assert second.refresh()  # hears `sync`, repeats what it heard and what it sent
+        restarted.refresh()
+        assert heard["restarted"] == [digest(k) for k in ("s:1", "s:2", "s:3")]
+    finally:
+        for lease_ in (first, second, restarted):
+            lease_.close()

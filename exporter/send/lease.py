@@ -21,10 +21,13 @@ the standby's candidates fit in half its queue (`exporter.send.handover.limit_fo
 Catching up: NOTIFY reaches only sessions listening at the time, so a standby that restarts
 (its candidates come back from its checkpoint, see `exporter.send.handover`) or reconnects
 misses what was announced meanwhile. Whenever a standby starts listening it sends `sync` on
-the channel, and the holder repeats its last `history` announced digests (the queue size;
-whole announcements, so somewhat fewer) at its next poll. A takeover before that answer
-arrives, or of a candidate the holder sent more than `history` spans before the answer, may
-repeat such a restored candidate.
+the channel, and the holder repeats its last `history` digests (the queue size; whole
+announcements, so somewhat fewer) at its next poll. The history holds what the holder heard
+as a standby as well as what it announced itself: a standby restarted after the previous
+holder's death restores candidates that holder had sent after the standby's last checkpoint,
+and only a process that heard them can tell it. A takeover before that answer arrives, or of
+a candidate sent more than `history` spans before the answer, may repeat such a restored
+candidate.
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ class SpanLease:
         if notify.payload == SYNC:
             self._sync_asked = True
         else:
-            self.on_announced(notify.payload.split(" "))
+            digests = notify.payload.split(" ")
+            self._remember([(len(digests), notify.payload)])
+            self.on_announced(digests)
 
     def _open(self) -> psycopg.Connection:
         """The lock connection, listening for announcements where the server allows it.
@@ -168,17 +173,21 @@ class SpanLease:
         if conn is None or not self.held or not self.announcing:
             return
         payloads = self._payloads([digest(k) for k in keys])
+        self._remember(payloads)
+        try:
+            self._notify(conn, [p for _, p in payloads])
+        except psycopg.Error as exc:
+            log.warning("%s: could not announce sent spans to a standby: %s",
+                        self.database, exc)
+
+    def _remember(self, payloads: list[tuple[int, str]]) -> None:
+        """Keep announcements, made or heard, for a standby's `sync` (the last `history`)."""
         with self._history_lock:
             for n, payload in payloads:
                 self._history.append((n, payload))
                 self._history_spans += n
             while self._history_spans > self._history_limit:
                 self._history_spans -= self._history.popleft()[0]
-        try:
-            self._notify(conn, [p for _, p in payloads])
-        except psycopg.Error as exc:
-            log.warning("%s: could not announce sent spans to a standby: %s",
-                        self.database, exc)
 
     def _repeat(self, conn: psycopg.Connection) -> None:
         """Answer a standby's `sync`: the recent announcements again, repacked into full
