@@ -26,6 +26,7 @@ No database is needed.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import math
 import random
@@ -41,11 +42,12 @@ from typing import Any
 
 from bench import common
 from bench.bench_render import side_by_side
+from exporter import gc_tuning
 from exporter.aggregates import Aggregates
 from exporter.config import DEFAULT_BUCKETS
 from exporter.demo.workload import OPERATION_WEIGHTS
 from exporter.expose.families import Histogram, Part, from_aggregates
-from exporter.expose.protobuf import ProtobufEncoder
+from exporter.expose.protobuf import ProtobufEncoder, native_fields
 from exporter.expose.registry import Exposition
 from exporter.native import (
     DEFAULT_MAX_BUCKETS,
@@ -62,6 +64,8 @@ QUANTILES = (0.5, 0.9, 0.99)
 BRANCHES = 20
 OUTLIER_PROBABILITY = 0.005
 TARGET_MS = 20.0
+DEFAULT_GC = (700, 10, 10)
+"""CPython's own thresholds, for the one render measured without `exporter.gc_tuning`."""
 
 
 def catalog() -> list[tuple[str, float, float, float]]:
@@ -167,6 +171,19 @@ def measure_schemas(samples: dict[str, list[int]], schemas: range,
             "bytes_per_series": bytes_per_series(cells),
         }
     return out
+
+
+def render_state_per_series(cells: list[NativeCell]) -> int:
+    """Python heap the protobuf encoder keeps on a series' cell after a render: its encoded
+    fields, its spans' layout and its deltas (`NativeCell.deltas`)."""
+    copies = [NativeCell(c.schema, c.zero, c.buckets) for c in cells]
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for cell in copies:
+        cell.encoded = native_fields(cell)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    return round(sum(s.size_diff for s in after.compare_to(before, "filename")) / len(cells))
 
 
 def bytes_per_series(cells: list[NativeCell]) -> int:
@@ -290,8 +307,19 @@ def measure_page(agg: Aggregates, repeat: int) -> dict[str, Any]:
     buckets_mean = round(statistics.mean(len(c.buckets) for c in agg.native[HIST].values()), 1)
     protobuf = render(PROMETHEUS_2_42_ACCEPT)
     exposition.render(PROMETHEUS_2_42_ACCEPT)
+    gc_tuning.tune()  # as the service does once started
+
+    def poll_with_default_gc() -> None:
+        gc.set_threshold(*DEFAULT_GC)
+        polls.poll(1, True)
+
+    def tuned(setup: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: (gc.set_threshold(*gc_tuning.THRESHOLDS), setup())
+
     times = timed_rounds({
-        "text_uncached": (exposition.changed, render(None)),
+        "protobuf_uncached_all_changed_new_buckets_default_gc": (poll_with_default_gc,
+                                                                 protobuf),
+        "text_uncached": (tuned(exposition.changed), render(None)),
         "openmetrics_uncached": (exposition.changed, render(openmetrics)),
         "protobuf_uncached_all_changed_new_buckets": (lambda: polls.poll(1, True), protobuf),
         "protobuf_uncached_all_changed_same_buckets": (lambda: polls.poll(1, False), protobuf),
@@ -304,6 +332,8 @@ def measure_page(agg: Aggregates, repeat: int) -> dict[str, Any]:
     return {
         "label_sets": label_sets, "classic_buckets": len(DEFAULT_BUCKETS) + 1,
         "native_buckets_mean": buckets_mean,
+        "render_state_bytes_per_series": render_state_per_series(
+            list(agg.native[HIST].values())),
         "render_ms": times,
         "protobuf_meets_target_all_changed":
             times["protobuf_uncached_all_changed_new_buckets"]["median_ms"] <= TARGET_MS,
@@ -427,7 +457,9 @@ def summary(result: dict[str, Any]) -> str:
     p = r["page"]
     lines += ["", f"## /metrics for {p['label_sets']} label sets, schema {p['schema']}, "
               f"{p['rows_per_series']} rows per series ({p['native_buckets_mean']} native "
-              f"buckets per series on average)", "",
+              f"buckets per series on average; after a render the protobuf encoder keeps "
+              f"{p['render_state_bytes_per_series']:,} bytes per series; renders under "
+              f"`exporter.gc_tuning` but the one marked default_gc)", "",
               "| render | min ms | median ms |", "|---|---|---|"]
     for name, t in p["render_ms"].items():
         lines.append(f"| {name} | {t['min_ms']} | {t['median_ms']} |")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__, config, logs
+from exporter import __version__, config, gc_tuning, logs
 
 log = logging.getLogger("exporter.cli")
 
@@ -148,6 +148,7 @@ def serve(service: Any, duration: float | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
     service.start()
+    gc_tuning.tune()
     try:
         while True:
             wake.wait(0.2)

@@ -166,7 +166,7 @@ class NativeCell:
     """One series' native buckets: its schema (at most the configured one), the zero bucket's
     count and `{bucket index: count}` for the buckets ever hit. Counts are not cumulative."""
 
-    __slots__ = ("buckets", "encoded", "layout", "saved", "schema", "zero")
+    __slots__ = ("buckets", "deltas", "encoded", "layout", "saved", "schema", "zero")
 
     def __init__(self, schema: int, zero: int = 0, buckets: Mapping[int, int] | None = None):
         self.schema = schema
@@ -182,6 +182,12 @@ class NativeCell:
         only on which buckets are hit: kept while they stay the same (most polls only add to
         buckets already hit) and updated for the buckets a poll adds. Shared by a copy, so
         never changed in place."""
+        self.deltas: tuple[Any, Any, set[int]] | None = None
+        """The protobuf exposition's encoded bucket deltas of its last render, as `(sent,
+        pieces, touched)`: `touched` holds the buckets whose counts changed since, which the
+        methods below keep up to date, so that render re-encodes only around them (a poll
+        changes a few buckets of a series; encoding them all is most of a render). A copy
+        shares the pieces and gets its own `touched`."""
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, NativeCell) and self.schema == other.schema
@@ -199,13 +205,16 @@ class NativeCell:
         self.zero += zero
         buckets = self.buckets
         by = spec.schema - self.schema
+        touched = self.deltas[2] if self.deltas is not None else set()
         if by == 0:
             for i, c in counts.items():
                 buckets[i] = buckets.get(i, 0) + c
+            touched.update(counts)
         else:
             for i, c in counts.items():
                 j = (i + (1 << by) - 1) >> by
                 buckets[j] = buckets.get(j, 0) + c
+                touched.add(j)
         if len(buckets) > spec.max_buckets:
             self.fit(spec.max_buckets)
 
@@ -219,8 +228,7 @@ class NativeCell:
         """
         self.encoded = self.saved = None
         first, thresholds = _boundaries(self.schema)[0], _thresholds(self.schema)
-        buckets = self.buckets
-        buckets.update(map(add, map(bisect_right, repeat(thresholds), durations), repeat(first)))
+        self._count(map(add, map(bisect_right, repeat(thresholds), durations), repeat(first)))
         # 0 µs is below every threshold, so it was counted at position 0: bucket `first`.
         self._settle(spec, first, durations.count(0))
 
@@ -231,10 +239,17 @@ class NativeCell:
         `add_durations_us` costs."""
         self.encoded = self.saved = None
         table = positions.indices(self.schema)
-        buckets = self.buckets
-        buckets.update(map(table.__getitem__, counted))
+        self._count(map(table.__getitem__, counted))
         # 0 µs is counted at position 0's bucket: it belongs in the zero bucket.
         self._settle(spec, table[0], counted.count(0))
+
+    def _count(self, indices: Iterable[int]) -> None:
+        """One more in each bucket of `indices` (one per duration), in C; the buckets are
+        noted as touched only when a render kept deltas to patch."""
+        if self.deltas is not None:
+            indices = list(indices)
+            self.deltas[2].update(indices)
+        self.buckets.update(indices)
 
     def _settle(self, spec: NativeSpec, first: int, zeros: int) -> None:
         """After counting in bulk: move the `zeros` durations of 0 µs, counted in bucket
@@ -258,6 +273,8 @@ class NativeCell:
             index = (index + (1 << by) - 1) >> by
         buckets = self.buckets
         buckets[index] = buckets.get(index, 0) + count
+        if self.deltas is not None:
+            self.deltas[2].add(index)
         if len(buckets) > spec.max_buckets:
             self.fit(spec.max_buckets)
 
@@ -265,6 +282,8 @@ class NativeCell:
         """Halve the resolution until at most `max_buckets` buckets remain (and the schema is
         at most `schema`, when the configured one went down since the state was saved)."""
         self.encoded = self.saved = None
+        if len(self.buckets) > max_buckets or (schema is not None and self.schema > schema):
+            self.deltas = None  # every bucket changes
         while self.schema > MIN_SCHEMA and (
                 len(self.buckets) > max_buckets or (schema is not None and self.schema > schema)):
             merged: Counter[int] = Counter()
@@ -276,6 +295,9 @@ class NativeCell:
     def copy(self) -> NativeCell:
         other = NativeCell(self.schema, self.zero, self.buckets)
         other.encoded, other.saved, other.layout = self.encoded, self.saved, self.layout
+        deltas = self.deltas  # one read: a render may replace it meanwhile
+        if deltas is not None:
+            other.deltas = (deltas[0], deltas[1], set(deltas[2]))
         return other
 
     def to_json(self) -> list[Any]:

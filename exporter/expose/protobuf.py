@@ -24,7 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import accumulate, chain, repeat
-from operator import add, sub
+from operator import sub
 from typing import Any
 
 from prometheus_client.registry import Collector
@@ -80,6 +80,8 @@ little, so nearly every delta a render writes is looked up here rather than buil
 _GAP = {1: 1, 2: 2, 3: 3}
 _APART = re.compile(b"[^\x01-\x03]")
 """Where two hit buckets are in different spans (see _full_layout)."""
+_BRIDGED = re.compile(b"[\x02\x03]")
+"""Where one or two empty buckets between two hit ones are sent as zero deltas."""
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -174,21 +176,61 @@ def native_fields(cell: NativeCell) -> bytes:
         cell.layout = layout if layout.cacheable else None
     sent = layout.sent
     if not sent:
+        cell.deltas = None
         return head
-    counts = list(map(buckets.get, sent, repeat(0)))
-    if counts.count(0) != layout.bridged:
-        # A bucket sent as hit is at zero now: only a hand-made cell loses counts.
-        layout = _full_layout(schema, buckets, keys)
-        cell.layout = None
-        sent = layout.sent
-        if not sent:
-            return head
+    pieces = _patched(cell.deltas, layout, buckets) if layout.cacheable else None
+    if pieces is None:
         counts = list(map(buckets.get, sent, repeat(0)))
-    try:
-        encoded = b"".join(map(_DELTA_BYTES.__getitem__, map(sub, counts, chain((0,), counts))))
-    except KeyError:  # a delta beyond two bytes
-        encoded = b"".join(map(_sint, map(sub, counts, chain((0,), counts))))
+        if counts.count(0) != layout.bridged:
+            # A bucket sent as hit is at zero now: only a hand-made cell loses counts.
+            layout = _full_layout(schema, buckets, keys)
+            cell.layout = None
+            sent = layout.sent
+            if not sent:
+                cell.deltas = None
+                return head
+            counts = list(map(buckets.get, sent, repeat(0)))
+        try:
+            pieces = list(map(_DELTA_BYTES.__getitem__, map(sub, counts, chain((0,), counts))))
+        except KeyError:  # a delta beyond two bytes
+            pieces = list(map(_sint, map(sub, counts, chain((0,), counts))))
+    # Kept for the next render, with what changes meanwhile (see NativeCell.deltas): set
+    # last, after the layout, as a poll may copy this cell while it is rendered.
+    cell.deltas = (sent, pieces, set()) if layout.cacheable else None
+    encoded = b"".join(pieces)
     return b"".join((head, layout.spans, b"\x6a", _varint(len(encoded)), encoded))
+
+
+def _patched(deltas: tuple[list[int], list[bytes], set[int]] | None, layout: _Layout,
+             buckets: Mapping[int, int]) -> list[bytes] | None:
+    """The deltas of `layout.sent` from those of the last render: its pieces, with a piece
+    inserted where the layout inserted a bucket, and re-encoded where a count changed or a
+    bucket came in (there and at the next bucket, whose delta is from it). None when the
+    last render's deltas are not for this layout or its parent, or when so much changed
+    that encoding every delta is cheaper."""
+    if deltas is None:
+        return None
+    old_sent, old_pieces, touched = deltas
+    sent = layout.sent
+    if old_sent is sent:
+        changed: set[int] | list[int] = touched
+    elif old_sent is layout.parent:
+        changed = [*touched, *layout.inserted]
+    else:
+        return None
+    if 3 * len(changed) > len(sent):
+        return None
+    pieces = list(old_pieces)
+    if old_sent is not sent:
+        for at, run in layout.inserts:  # the layout's own insertions, in its order
+            pieces[at:at] = repeat(b"", run)
+    get = buckets.get
+    last = len(sent) - 1
+    for q in {p + d for p in map(bisect_left, repeat(sent), changed) for d in (0, 1)}:
+        if q <= last:
+            prev = get(sent[q - 1], 0) if q else 0
+            pieces[q] = _sint(get(sent[q], 0) - prev)
+    return pieces
 
 
 class _Layout:
@@ -198,19 +240,24 @@ class _Layout:
     checked against), `sent` the indices sent, ascending (the hit buckets and the empty ones
     bridged between them), `bridged` how many of those are empty, `starts` and `ends` each
     span's first and last index, `pieces` each span's encoded bytes and `spans` those joined.
-    Never changed once made: a poll's copy of a cell shares it with the original.
+    A layout updated from another (`_relayout`) keeps the other's `sent` as `parent`, and
+    what it inserted into it: `inserts`, (position, count) in order, and `inserted`, the
+    indices (for `_patched`). Never changed once made: a poll's copy of a cell shares it
+    with the original.
     """
 
-    __slots__ = ("bridged", "cacheable", "ends", "keys", "pieces", "schema", "sent", "spans",
-                 "starts")
+    __slots__ = ("bridged", "cacheable", "ends", "inserted", "inserts", "keys", "parent",
+                 "pieces", "schema", "sent", "spans", "starts")
 
     def __init__(self, schema: int, keys: list[int], sent: list[int], bridged: int,
                  starts: list[int], ends: list[int], pieces: list[bytes],
-                 cacheable: bool = True) -> None:
+                 cacheable: bool = True, parent: list[int] | None = None,
+                 inserts: Sequence[tuple[int, int]] = (), inserted: Sequence[int] = ()) -> None:
         self.schema, self.keys, self.sent, self.bridged = schema, keys, sent, bridged
         self.starts, self.ends, self.pieces = starts, ends, pieces
         self.spans = b"".join(pieces)
         self.cacheable = cacheable
+        self.parent, self.inserts, self.inserted = parent, inserts, inserted
 
 
 @lru_cache(maxsize=1 << 14)
@@ -238,6 +285,8 @@ def _relayout(layout: _Layout | None, schema: int, buckets: Mapping[int, int],
     sent, starts, ends = list(layout.sent), list(layout.starts), list(layout.ends)
     pieces = list(layout.pieces)
     bridged = layout.bridged
+    inserts: list[tuple[int, int]] = []
+    inserted: list[int] = []
     for k in keys[len(layout.keys):]:
         if not buckets[k]:
             return _full_layout(schema, buckets, keys)
@@ -268,8 +317,11 @@ def _relayout(layout: _Layout | None, schema: int, buckets: Mapping[int, int],
         for changed in range(j, min(j + 2, len(starts))):
             pieces[changed] = _span_at(starts, ends, changed)
         sent[p:p] = added
+        inserts.append((p, len(added)))
+        inserted += added
         bridged += len(added) - 1
-    return _Layout(schema, keys, sent, bridged, starts, ends, pieces)
+    return _Layout(schema, keys, sent, bridged, starts, ends, pieces, parent=layout.sent,
+                   inserts=inserts, inserted=inserted)
 
 
 def _full_layout(schema: int, buckets: Mapping[int, int], keys: list[int]) -> _Layout:
@@ -294,7 +346,11 @@ def _full_layout(schema: int, buckets: Mapping[int, int], keys: list[int]) -> _L
     breaks = [m.start() for m in _APART.finditer(gaps)]
     starts = [hit[0], *[hit[b + 1] for b in breaks]]
     ends = [*[hit[b] for b in breaks], hit[-1]]
-    sent = list(chain.from_iterable(map(range, starts, map(add, ends, repeat(1)))))
+    # The hit buckets' own index objects, and new ones only for the few bridged buckets:
+    # kept per series, a list of fresh ints would take 28 bytes a bucket more.
+    bridged = [hit[m.start()] + j for m in _BRIDGED.finditer(gaps)
+               for j in range(1, gaps[m.start()])]
+    sent = sorted(hit + bridged) if bridged else hit
     pieces = [_span_at(starts, ends, j) for j in range(len(starts))]
     return _Layout(schema, keys, sent, len(sent) - len(hit), starts, ends, pieces, cacheable)
 
