@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import random
 import struct
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -295,3 +297,36 @@ def test_native_fields_are_the_plainly_written_ones_through_changes() -> None:
                 cell = _handmade(cell, {**cell.buckets, rng.choice(keys): 0})
             else:
                 cell.fit(max(1, len(cell.buckets) // 2))
+
+
+def test_renders_racing_polls_leave_every_cell_encoded_as_written_plainly() -> None:
+    """A render keeps its spans and deltas on the published cells while the poll thread
+    copies them for the next poll (NativeCell.deltas): whatever the interleaving, a copy's
+    touched buckets must cover every change since the deltas it took, so every later render
+    is still the plain encoding. Thread switches are made frequent to interleave the two."""
+    published = [_observed_aggregates(6)]
+    stop = threading.Event()
+
+    def render() -> None:
+        encoder = ProtobufEncoder()
+        while not stop.is_set():
+            encoder.encode(list(from_aggregates(published[0], ("db",))))
+
+    renderer = threading.Thread(target=render)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    renderer.start()
+    rng = random.Random(6)
+    try:
+        for _ in range(400):
+            agg = published[0].copy()
+            for labels in rng.sample(sorted(agg.native[OPS]), 2):
+                for _ in range(rng.choice([1, 3, 20])):
+                    agg.observe(OPS, labels, rng.lognormvariate(-6, 3))
+            published[0] = agg
+    finally:
+        stop.set()
+        renderer.join()
+        sys.setswitchinterval(interval)
+    for cell in published[0].native[OPS].values():
+        assert protobuf.native_fields(cell) == _reference_native_fields(cell), cell
