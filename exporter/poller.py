@@ -525,7 +525,7 @@ class DatabasePoller:
             log.info("database reachable", extra={"database": name})
         self.up = True
         self.health.contact(True)
-        self.caught_up = not backlog
+        self.caught_up = not backlog and not (self.spans is not None and self.spans.catching_up)
         self.last_error = None
         self.last_reason = None
         self.exposition.changed()

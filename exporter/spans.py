@@ -742,6 +742,13 @@ class SpanSource:
         """The last poll read no spans because the sender is busy."""
         return self._throttled
 
+    @property
+    def catching_up(self) -> bool:
+        """A pass over the spans is under way (a first start's backlog, a full pass spread
+        over polls): the span metrics do not cover the table yet, also while a busy sender
+        holds the reading back and a poll returns without asking to poll again."""
+        return self.span_scan.in_pass
+
     def wait_for_room(self, timeout: float) -> None:
         """Held back by a busy sender: return as soon as it has sent a batch."""
         self.queue.wait_depth(self.cfg.batch_size, timeout)

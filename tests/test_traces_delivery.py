@@ -267,3 +267,20 @@ def test_unsent_spans_wait_while_the_span_table_cannot_be_read(
     drain(third)
     third.stop(timeout=1)
     assert {k: len(v) for k, v in receiver.by_pggit_span_id().items()} == {"kept": 1}
+
+
+def test_a_backlog_held_back_by_a_busy_sender_is_not_caught_up(
+        pggit_dsn: str, tmp_path, receiver: Receiver, writer: psycopg.Connection) -> None:
+    """/readyz and the landing page say "caught up" only once the spans are read: a poll
+    that reads nothing because the sender has not sent the last pages yet (no sender thread
+    here) is not the end of the backlog."""
+    write_ended(writer, [f"s{i:02d}" for i in range(30)])
+    forwarder = make_forwarder(pggit_dsn, tmp_path, traces_config(receiver, batch_size=3))
+    assert forwarder.poll_once() == 12
+    assert not forwarder.poller.caught_up
+    assert forwarder.poll_once() == 0 and forwarder.throttled
+    assert not forwarder.poller.caught_up
+    drain(forwarder, rounds=4)
+    assert forwarder.poller.caught_up
+    forwarder.stop(timeout=1)
+    assert len(receiver.spans) == 30
