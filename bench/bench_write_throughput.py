@@ -28,8 +28,11 @@ Each round runs every variant once, in an order rotated from round to round, so 
 machine shared with other work (and the table growing) falls on all of them alike; the ratio
 to `none` of the same round is what to compare. An exporter is started and /readyz awaited
 before its writers start (its first backlog is not what is measured), then `--warmup` seconds
-of writing, then `--seconds` measured by pgbench. Exporter CPU is its process's user+system
-time over the measured window (its database backend's CPU is in the throughput).
+of writing, then `--seconds` measured by pgbench. Each variant keeps its state directory from
+round to round: the first round is its first start, and from the second on it resumes from
+its checkpoint, as a restarted exporter does (`median_ratio_to_none_resumed`). Exporter CPU
+is its process's user+system time over the measured window (its database backend's CPU is in
+the throughput).
 
     python -m bench.bench_write_throughput --workload metrics --spans 1000000 --rounds 4
 """
@@ -124,7 +127,7 @@ def exporter_for(variant: str, server: Any, dbname: str, workdir: Path,
         overrides["traces"] = {"endpoint": f"http://127.0.0.1:{port}", "protocol": "grpc",
                                "insecure": True}
     tree = old_tree if variant == "traces_old" else None
-    return ExporterProcess(server.exporter_dsn(dbname), workdir, tree, **overrides)
+    return ExporterProcess(server.exporter_dsn(dbname), workdir, tree, resume=True, **overrides)
 
 
 def one(variant: str, server: Any, dbname: str, admin: psycopg.Connection, state: Path,
@@ -209,6 +212,14 @@ def main() -> None:
                 "median_ratio_to_none": {
                     v: statistics.median(r[v]["ratio_to_none"] for r in rounds)
                     for v in VARIANTS},
+                # From the second round on every exporter resumes from its own checkpoint:
+                # the steady state. The first round is each variant's first start.
+                "median_ratio_to_none_resumed": {
+                    v: statistics.median(r[v]["ratio_to_none"] for r in rounds[1:])
+                    for v in VARIANTS} if len(rounds) > 1 else None,
+                "median_exporter_cpu_cores_resumed": {
+                    v: statistics.median(r[v]["exporter_cpu_cores"] for r in rounds[1:])
+                    for v in VARIANTS} if len(rounds) > 1 else None,
                 "spans_received_by_otlp": count.value,
                 "machine": machine_info(server)}
     finally:

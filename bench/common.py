@@ -434,11 +434,14 @@ class ExporterProcess(ServedProcess):
     """`python -m exporter run --config FILE` as a child, as it runs in production.
 
     `tree` runs another revision's package (see `bench.bench_traces.export_tree`): `-m` puts
-    the working directory first on the module path, ahead of the installed one.
+    the working directory first on the module path, ahead of the installed one. `resume`
+    keeps the state a previous process left in `workdir`, so this one resumes from its
+    checkpoint instead of starting first.
     """
 
-    def __init__(self, dsn: str, workdir: Path, tree: Path | None = None, **overrides: Any):
-        self.workdir = fresh_dir(workdir)
+    def __init__(self, dsn: str, workdir: Path, tree: Path | None = None, resume: bool = False,
+                 **overrides: Any):
+        self.workdir = workdir if resume and workdir.is_dir() else fresh_dir(workdir)
         port = free_port()
         data: dict[str, Any] = {
             "listen": f"127.0.0.1:{port}", "state_dir": str(self.workdir / "state"),
