@@ -31,5 +31,5 @@ print(gc.get_threshold(), gc.get_freeze_count() > 0)
 def test_serve_sets_the_thresholds_and_freezes_after_the_service_started() -> None:
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
                          timeout=60, check=True).stdout.splitlines()
-    assert out[0] == "(700, 10, 10) 0"  # CPython's defaults while the service starts
+    assert out[0] != f"{gc_tuning.THRESHOLDS} 0" and out[0].endswith(" 0")  # untouched
     assert out[1] == f"{gc_tuning.THRESHOLDS} True"
