@@ -744,10 +744,12 @@ class SpanSource:
 
     @property
     def catching_up(self) -> bool:
-        """A pass over the spans is under way (a first start's backlog, a full pass spread
-        over polls): the span metrics do not cover the table yet, also while a busy sender
-        holds the reading back and a poll returns without asking to poll again."""
-        return self.span_scan.in_pass
+        """This poll read spans and a pass over them is under way (a first start's backlog,
+        a full pass spread over polls): the span metrics do not cover the table yet, also
+        while a busy sender holds the reading back and a poll returns without asking to poll
+        again. A poll that left spans out (failing, waiting for their retry) says nothing of
+        them: their failure is reported on its own, and the other tables are caught up."""
+        return self._bound is not None and self.span_scan.in_pass
 
     def wait_for_room(self, timeout: float) -> None:
         """Held back by a busy sender: return as soon as it has sent a batch."""
