@@ -14,6 +14,7 @@ import pytest
 from exporter.send.handover import Handover, limit_for
 from exporter.send.lease import SpanLease, digest
 from exporter.send.otlp import Group
+from tests.exporter_fixtures import wait_for
 from tests.otlp_receiver import Receiver, make_forwarder, spans_total, traces_config
 from tests.test_traces_trees import drain, end_span, start_span
 
@@ -257,8 +258,8 @@ def test_a_new_holder_repeats_what_the_previous_holder_announced(pggit_dsn: str)
         assert first.refresh()
         assert not second.refresh()
         first.announce(["s:1", "s:2"])
-        first.close()  # the holder dies
-        assert second.refresh()  # takes over, hearing s:1 and s:2 on the way
+        first.close()  # the holder dies; its backend lets the lock go a moment later
+        wait_for(second.refresh, 10, interval=0.02, what="takeover")  # hearing s:1 and s:2
         assert heard["second"] == [digest("s:1"), digest("s:2")]
         second.announce(["s:3"])
         assert not restarted.refresh()  # LISTEN, then `sync`
